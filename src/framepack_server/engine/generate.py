@@ -1,0 +1,348 @@
+"""The one generation loop, for both sampling orders.
+
+`Engine.frames` takes a request, its images and callbacks (progress, cancel, checkpoint) and yields
+the video's frames in time order, in chunks, as soon as they are final: during generation in the
+forward order, and at the end in the inverted order (whose sections come end-first; only their small
+latents are kept, then decoded window by window). The frames of a long video never sit in memory
+at once, and a run resumed from a section checkpoint yields exactly the frames of an uninterrupted
+one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import Settings, get_settings
+from ..errors import GenerationCancelled, InputError
+from .checkpoint import CheckpointStore, fingerprint
+from .conditioning import (
+    Conditioning,
+    encode_image_embeds,
+    encode_latent,
+    encode_text,
+    resize_and_center_crop,
+    to_pixels,
+)
+from .loading import Components, load_components
+from .memory import MemoryMode, Placement, choose_mode, free_gpu_gb, pick_device
+from .preview import fit_latent_rgb, latent_preview
+from .registry import SamplingOrder, get_spec
+from .request import GenerationParams
+from .samplers import SAMPLERS, flow_mu, flow_sigmas
+from .sections import (
+    OverlapBlender,
+    Section,
+    decode_windows,
+    history_context,
+    overlap_frames,
+    plan_sections,
+    section_span,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """One progress event. ``section`` and ``step`` count from 1; ``phase`` is encoding, sampling,
+    decoding or done. ``preview`` is a cheap RGB strip of the current section's frames."""
+
+    phase: str
+    section: int
+    sections: int
+    step: int
+    steps: int
+    elapsed: float
+    eta_seconds: float | None
+    frames_done: int = 0
+    preview: np.ndarray | None = field(default=None, repr=False)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class _Run:
+    """Mutable state of one generation."""
+
+    params: GenerationParams
+    plan: list[Section]
+    cond: Conditioning
+    generator: torch.Generator
+    fingerprint: str
+    on_progress: ProgressFn | None
+    should_cancel: Callable[[], bool] | None
+    started: float = field(default_factory=time.monotonic)
+    generated: list[torch.Tensor] = field(default_factory=list)  # per section, generation order
+    steps_timed: int = 0
+    sampling_time: float = 0.0
+
+
+class Engine:
+    """A loaded model on a device. Load once, generate many videos."""
+
+    def __init__(self, components: Components, placement: Placement) -> None:
+        self.components = components
+        self.spec = components.spec
+        self.placement = placement
+        self.device = placement.device
+        with placement.use("vae"):
+            self.latent_rgb = fit_latent_rgb(components.vae)
+
+    @classmethod
+    def load(
+        cls,
+        model: str = "framepack",
+        *,
+        settings: Settings | None = None,
+        device: str | None = None,
+        memory: str | None = None,
+    ) -> Engine:
+        settings = settings or get_settings()
+        spec = get_spec(model)
+        dev = pick_device(device or settings.device)
+        components = load_components(
+            spec,
+            model_dir=settings.model_dir,
+            cache_dir=settings.cache_dir,
+            device=dev,
+            download_ok=settings.auto_download,
+        )
+        free = free_gpu_gb(dev) if dev.type == "cuda" else None
+        mode = choose_mode(
+            memory or settings.memory, dev, free, settings.high_vram_gb, settings.preserved_memory_gb
+        )
+        return cls(components, Placement(components, mode, dev))
+
+    @property
+    def memory_mode(self) -> MemoryMode:
+        return self.placement.mode
+
+    # ---- conditioning -------------------------------------------------------------------------
+
+    def _condition(
+        self,
+        params: GenerationParams,
+        image: Image.Image,
+        last_image: Image.Image | None,
+        gen: torch.Generator,
+    ) -> Conditioning:
+        c = self.components
+        width, height = params.size
+        with self.placement.use("text_encoder", "text_encoder_2"):
+            positive = encode_text(c, params.prompt)
+            negative = encode_text(c, params.negative_prompt) if params.true_cfg_scale > 1 else None
+        pixels = to_pixels(resize_and_center_crop(image, width, height))
+        end_pixels = to_pixels(resize_and_center_crop(last_image, width, height)) if last_image else None
+        with self.placement.use("image_encoder"):
+            image_embeds = encode_image_embeds(c, pixels)
+            if end_pixels is not None:
+                # As the end-frame extension of the reference (FramePack PR 167) and diffusers do.
+                image_embeds = (image_embeds + encode_image_embeds(c, end_pixels)) / 2
+        with self.placement.use("vae"):
+            start_latent = encode_latent(c.vae, pixels, gen)
+            end_latent = encode_latent(c.vae, end_pixels, gen) if end_pixels is not None else None
+        dtype = c.transformer.dtype
+        return Conditioning(
+            positive=positive.to(self.device, dtype),
+            negative=negative.to(self.device, dtype) if negative else None,
+            image_embeds=image_embeds.to(self.device, dtype),
+            start_latent=start_latent.cpu(),
+            end_latent=end_latent.cpu() if end_latent is not None else None,
+        )
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def frames(
+        self,
+        params: GenerationParams,
+        image: Image.Image,
+        last_image: Image.Image | None = None,
+        *,
+        on_progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        checkpoint: CheckpointStore | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Yield the video as uint8 (T, H, W, 3) chunks in time order, ``num_frames`` in all.
+
+        ``params.seed`` must be concrete (see `GenerationParams.resolved`).
+        """
+        if params.model != self.spec.name:
+            raise InputError("model", f"this engine runs {self.spec.name!r}, not {params.model!r}")
+        if params.seed < 0:
+            raise InputError("seed", "resolve the random seed before generating")
+        if last_image is not None and self.spec.order is not SamplingOrder.INVERTED:
+            raise InputError(
+                "last_image", f"an end image needs an inverted-order model, not {self.spec.name!r}"
+            )
+        lws = params.latent_window_size
+        plan = plan_sections(self.spec.order, params.sections, lws)
+        generator = torch.Generator("cpu").manual_seed(params.seed)
+        self._emit(on_progress, Progress("encoding", 0, len(plan), 0, params.num_inference_steps, 0.0, None))
+        run = _Run(
+            params=params,
+            plan=plan,
+            cond=self._condition(params, image, last_image, generator),
+            generator=generator,
+            fingerprint=fingerprint(params.model_dump(exclude={"image", "last_image"})),
+            on_progress=on_progress,
+            should_cancel=should_cancel,
+        )
+        if checkpoint is not None and (state := checkpoint.load()) is not None:
+            if state.fingerprint != run.fingerprint:
+                raise ValueError("the checkpoint belongs to another request; refusing to resume from it")
+            run.generated = state.latents
+            generator.set_state(state.rng_state)
+            log.info("resuming after section %d of %d", state.sections_done, len(plan))
+
+        windows = decode_windows(self.spec.order, len(plan), lws)
+        blender = OverlapBlender(overlap_frames(lws))
+        remaining = params.num_frames
+        forward = self.spec.order is SamplingOrder.FORWARD
+        for section in plan:
+            if section.index >= len(run.generated):
+                run.generated.append(self._sample_section(run, section))
+                if checkpoint is not None:
+                    checkpoint.save_section(
+                        run.fingerprint, section.index, run.generated[-1], generator.get_state()
+                    )
+            if forward:  # window k needs sections up to k: decode it now
+                chunk = self._decode_window(run, windows, section.index, blender)
+                remaining = yield from self._trimmed(chunk, remaining)
+        if not forward:
+            for j in range(len(windows)):
+                chunk = self._decode_window(run, windows, j, blender)
+                remaining = yield from self._trimmed(chunk, remaining)
+        elapsed = time.monotonic() - run.started
+        self._emit(on_progress, Progress("done", len(plan), len(plan), 0, 0, elapsed, 0.0, params.num_frames))
+
+    @staticmethod
+    def _trimmed(chunk: np.ndarray, remaining: int) -> Iterator[np.ndarray]:
+        """Yield at most ``remaining`` frames (the surplus of the last section is dropped)."""
+        if remaining > 0 and len(chunk):
+            yield chunk[:remaining]
+        return max(0, remaining - len(chunk))
+
+    def _emit(self, on_progress: ProgressFn | None, event: Progress) -> None:
+        if on_progress is not None:
+            on_progress(event)
+
+    def _check_cancel(self, run: _Run) -> None:
+        if run.should_cancel is not None and run.should_cancel():
+            raise GenerationCancelled("generation cancelled")
+
+    def _time_ordered(self, run: _Run, latest_sections: int | None = None) -> torch.Tensor:
+        """Generated latents in time order (without the start latent), optionally only from the
+        ``latest_sections`` most recently generated sections."""
+        chunks = run.generated if latest_sections is None else run.generated[-latest_sections:]
+        if self.spec.order is SamplingOrder.INVERTED:
+            chunks = chunks[::-1]
+        return torch.cat(chunks, dim=2) if chunks else run.cond.start_latent[:, :, :0]
+
+    def _sample_section(self, run: _Run, section: Section) -> torch.Tensor:
+        params, cond = run.params, run.cond
+        lws, steps = params.latent_window_size, params.num_inference_steps
+        # Enough recent sections to fill the 19-latent context.
+        recent = self._time_ordered(run, latest_sections=-(-19 // lws) + 1)
+        one, two, four = history_context(self.spec.order, recent, cond.start_latent)
+        if section.is_first and cond.end_latent is not None:
+            one = cond.end_latent  # the end image is the 1x history of the last-in-time section
+        _, channels, _, h, w = cond.start_latent.shape
+        noise = torch.randn((1, channels, lws, h, w), generator=run.generator, dtype=torch.float32)
+        sigmas = flow_sigmas(steps, flow_mu(lws * h * w / 4))
+        dtype = self.components.transformer.dtype
+        clean = torch.cat([cond.start_latent, one], dim=2)
+        inputs = {
+            "image_embeds": cond.image_embeds,
+            "guidance": torch.tensor([params.guidance_scale], dtype=dtype, device=self.device) * 1000.0,
+            "latents_clean": clean.to(self.device, dtype),
+            "latents_history_2x": two.to(self.device, dtype),
+            "latents_history_4x": four.to(self.device, dtype),
+            **section.indices.as_tensors(self.device),
+        }
+        transformer = self.components.transformer
+        dev_sigmas = sigmas.to(self.device)
+
+        def branch(x: torch.Tensor, t: torch.Tensor, text) -> torch.Tensor:
+            return transformer(
+                hidden_states=x,
+                timestep=t,
+                encoder_hidden_states=text.embeds,
+                encoder_attention_mask=text.mask,
+                pooled_projections=text.pooled,
+                return_dict=False,
+                **inputs,
+            )[0].float()
+
+        def velocity(x: torch.Tensor, i: int) -> torch.Tensor:
+            t = (dev_sigmas[i : i + 1] * 1000.0).to(torch.float32)
+            xd = x.to(dtype)
+            v = branch(xd, t, cond.positive)
+            if cond.negative is not None:
+                v_neg = branch(xd, t, cond.negative)
+                v = v_neg + params.true_cfg_scale * (v - v_neg)
+            return v
+
+        started = time.monotonic()
+
+        def on_step(i: int, total: int, x0: torch.Tensor) -> None:
+            self._check_cancel(run)
+            run.steps_timed += 1
+            per_step = (run.sampling_time + time.monotonic() - started) / run.steps_timed
+            todo = len(run.plan) * steps - (section.index * steps + i + 1)
+            preview = None
+            if run.on_progress is not None:
+                preview = latent_preview(x0, self.latent_rgb, self.components.vae.config.scaling_factor)
+            self._emit(
+                run.on_progress,
+                Progress(
+                    "sampling", section.index + 1, len(run.plan), i + 1, total,
+                    time.monotonic() - run.started, per_step * todo, 0, preview,
+                ),
+            )  # fmt: skip
+
+        self._check_cancel(run)
+        with self.placement.use("transformer"):
+            x = SAMPLERS[params.sampler](
+                lambda x, _sigma, i: velocity(x, i), noise.to(self.device), dev_sigmas, on_step
+            )
+        run.sampling_time += time.monotonic() - started
+        return x.float().cpu()
+
+    def _latent_span(self, run: _Run, a: int, b: int) -> torch.Tensor:
+        """Latents [a, b) of the finished video's latent sequence [start, generated...]."""
+        count, lws = len(run.plan), run.params.latent_window_size
+        done = range(len(run.generated))
+        pieces = [run.cond.start_latent] if a == 0 else []
+        for k in done if self.spec.order is SamplingOrder.FORWARD else reversed(done):  # time order
+            lo, hi = section_span(self.spec.order, k, count, lws)
+            if lo < b and hi > a:
+                pieces.append(run.generated[k][:, :, max(a, lo) - lo : min(b, hi) - lo])
+        return torch.cat(pieces, dim=2)
+
+    def _decode_window(self, run: _Run, windows: list[tuple[int, int]], j: int, blender: OverlapBlender):
+        a, b = windows[j]
+        span = self._latent_span(run, a, b)
+        vae = self.components.vae
+        self._check_cancel(run)
+        with self.placement.use("vae"):
+            latents = span.to(self.device, vae.dtype) / vae.config.scaling_factor
+            pixels = vae.decode(latents, return_dict=False)[0].float().cpu()
+        out = blender.push(pixels, last=j == len(windows) - 1)
+        frames = (out[0].clamp(-1, 1) * 127.5 + 127.5).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        self._emit(
+            run.on_progress,
+            Progress(
+                "decoding", min(j + 1, len(run.plan)), len(run.plan), j + 1, len(windows),
+                time.monotonic() - run.started, None, 0,
+            ),
+        )  # fmt: skip
+        return frames
