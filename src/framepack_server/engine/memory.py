@@ -74,7 +74,7 @@ class Placement:
         self.components, self.mode, self.device = components, mode, device
         self._on_device: set[str] = set()
         modules = components.modules()
-        for name, module in modules.items():
+        for module in modules.values():
             module._framepack_execution_device = device
         if mode in (MemoryMode.RESIDENT, MemoryMode.CPU):
             for module in modules.values():
