@@ -33,9 +33,7 @@ def smooth_image(width: int = 120, height: int = 80, seed: int = 0) -> Image.Ima
     """A smooth colour picture (a random image would be all high frequencies)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [
-        np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"
-    ]
+    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
     return Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8))
 
 

@@ -87,9 +87,7 @@ def test_matches_diffusers_pipeline(engines, image, model, sampling_type, with_e
         prompt_template={"template": PROMPT_TEMPLATE, "crop_start": crop},
     )  # fmt: skip
     pipe = _pipeline(engine)
-    theirs_latents = pipe(**call, generator=torch.Generator().manual_seed(1234), output_type="latent").frames[
-        -1
-    ]
+    theirs_latents = pipe(**call, generator=torch.Generator().manual_seed(1234), output_type="latent").frames[-1]
     theirs = pipe(**call, generator=torch.Generator().manual_seed(1234), output_type="np").frames[0]
 
     # Latents: [start, generated...] in time order against the pipeline's final history.

@@ -355,9 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # silence the test log
         pass
 
-    def _send(
-        self, status: int, body: bytes = b"", content_type: str = "image/png", length: bool = True
-    ) -> None:
+    def _send(self, status: int, body: bytes = b"", content_type: str = "image/png", length: bool = True) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         if length:

@@ -30,9 +30,7 @@ class ResumeState:
 class CheckpointStore(Protocol):
     def load(self) -> ResumeState | None: ...
 
-    def save_section(
-        self, fingerprint: str, index: int, latents: torch.Tensor, rng: torch.Tensor
-    ) -> None: ...
+    def save_section(self, fingerprint: str, index: int, latents: torch.Tensor, rng: torch.Tensor) -> None: ...
 
 
 def fingerprint(payload: dict) -> str:
@@ -58,9 +56,7 @@ class FolderCheckpoint:
 
     def save_section(self, fingerprint: str, index: int, latents: torch.Tensor, rng: torch.Tensor) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"latents": latents.detach().cpu().contiguous()}, self.folder / f"section-{index:04d}.safetensors"
-        )
+        save_file({"latents": latents.detach().cpu().contiguous()}, self.folder / f"section-{index:04d}.safetensors")
         state = {"fingerprint": fingerprint, "sections_done": index + 1, "rng_state": rng.tolist()}
         tmp = self._state_path().with_suffix(".tmp")
         tmp.write_text(json.dumps(state))

@@ -116,9 +116,7 @@ class Engine:
             download_ok=settings.auto_download,
         )
         free = free_gpu_gb(dev) if dev.type == "cuda" else None
-        mode = choose_mode(
-            memory or settings.memory, dev, free, settings.high_vram_gb, settings.preserved_memory_gb
-        )
+        mode = choose_mode(memory or settings.memory, dev, free, settings.high_vram_gb, settings.preserved_memory_gb)
         return cls(components, Placement(components, mode, dev))
 
     @property
@@ -180,9 +178,7 @@ class Engine:
         if params.seed < 0:
             raise InputError("seed", "resolve the random seed before generating")
         if last_image is not None and self.spec.order is not SamplingOrder.INVERTED:
-            raise InputError(
-                "last_image", f"an end image needs an inverted-order model, not {self.spec.name!r}"
-            )
+            raise InputError("last_image", f"an end image needs an inverted-order model, not {self.spec.name!r}")
         lws = params.latent_window_size
         plan = plan_sections(self.spec.order, params.sections, lws)
         generator = torch.Generator("cpu").manual_seed(params.seed)
@@ -211,9 +207,7 @@ class Engine:
             if section.index >= len(run.generated):
                 run.generated.append(self._sample_section(run, section))
                 if checkpoint is not None:
-                    checkpoint.save_section(
-                        run.fingerprint, section.index, run.generated[-1], generator.get_state()
-                    )
+                    checkpoint.save_section(run.fingerprint, section.index, run.generated[-1], generator.get_state())
             if forward:  # window k needs sections up to k: decode it now
                 chunk = self._decode_window(run, windows, section.index, blender)
                 remaining = yield from self._trimmed(chunk, remaining)

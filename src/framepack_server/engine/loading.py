@@ -53,9 +53,7 @@ def local_root(spec: ModelSpec, model_dir: Path | None, cache_dir: Path) -> Path
 
 
 def _patterns(spec: ModelSpec, repo: str) -> list[str]:
-    return [
-        f"{c.subfolder}/{p}" if c.subfolder else p for c in spec.components if c.repo == repo for p in c.files
-    ]
+    return [f"{c.subfolder}/{p}" if c.subfolder else p for c in spec.components if c.repo == repo for p in c.files]
 
 
 def _repo_path(spec: ModelSpec, repo: str, root: Path | None, download: bool) -> Path:

@@ -40,9 +40,7 @@ TOKENIZER = ("*.json", "*.model", "*.txt")
 def _base_components(hunyuan: str, redux: str) -> tuple[Component, ...]:
     return (
         Component("text_encoder", hunyuan, "text_encoder", "transformers", "LlamaModel", "float16", WEIGHTS),
-        Component(
-            "text_encoder_2", hunyuan, "text_encoder_2", "transformers", "CLIPTextModel", "float16", WEIGHTS
-        ),
+        Component("text_encoder_2", hunyuan, "text_encoder_2", "transformers", "CLIPTextModel", "float16", WEIGHTS),
         Component("tokenizer", hunyuan, "tokenizer", "transformers", "AutoTokenizer", "", TOKENIZER),
         Component("tokenizer_2", hunyuan, "tokenizer_2", "transformers", "CLIPTokenizer", "", TOKENIZER),
         Component("vae", hunyuan, "vae", "diffusers", "AutoencoderKLHunyuanVideo", "float16", WEIGHTS),
@@ -55,9 +53,7 @@ def _base_components(hunyuan: str, redux: str) -> tuple[Component, ...]:
             "",
             ("*.json",),
         ),
-        Component(
-            "image_encoder", redux, "image_encoder", "transformers", "SiglipVisionModel", "float16", WEIGHTS
-        ),
+        Component("image_encoder", redux, "image_encoder", "transformers", "SiglipVisionModel", "float16", WEIGHTS),
     )
 
 
@@ -137,9 +133,7 @@ MODELS: dict[str, ModelSpec] = {
             expected_crop_start=95,
         ),
         _tiny("tiny", SamplingOrder.INVERTED, "tiny", "random tiny weights, inverted order (tests, offline)"),
-        _tiny(
-            "tiny-f1", SamplingOrder.FORWARD, "tiny", "random tiny weights, forward order (tests, offline)"
-        ),
+        _tiny("tiny-f1", SamplingOrder.FORWARD, "tiny", "random tiny weights, forward order (tests, offline)"),
         _tiny("small", SamplingOrder.INVERTED, "small", "random weights, transformer-heavy (benchmarks)"),
         _tiny("small-f1", SamplingOrder.FORWARD, "small", "random weights, transformer-heavy (benchmarks)"),
     )

@@ -78,9 +78,7 @@ class GenerationParams(BaseModel):
         except InputError:
             raise
         if params.last_image and params.spec.order is not SamplingOrder.INVERTED:
-            raise InputError(
-                "last_image", f"an end image needs an inverted-order model, not {params.model!r}"
-            )
+            raise InputError("last_image", f"an end image needs an inverted-order model, not {params.model!r}")
         return params
 
     @property

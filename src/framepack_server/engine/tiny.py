@@ -19,12 +19,12 @@ from .registry import Component, ModelSpec
 
 log = logging.getLogger(__name__)
 
-BUILD_VERSION = 1  # bump when a config below changes, so old folders are rebuilt
+BUILD_VERSION = 2  # bump when a config below changes, so old folders are rebuilt
 
 PRESETS: dict[str, dict] = {
     # The VAE and encoders are the smallest that work; "small" makes the transformer dominate.
     "tiny": {"heads": 2, "head_dim": 10, "rope": (2, 4, 4), "layers": 1, "single_layers": 1},
-    "small": {"heads": 4, "head_dim": 32, "rope": (8, 12, 12), "layers": 4, "single_layers": 8},
+    "small": {"heads": 6, "head_dim": 128, "rope": (16, 56, 56), "layers": 2, "single_layers": 8},
 }
 TEXT_DIM, POOLED_DIM, IMAGE_DIM = 16, 8, 32
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<|begin_of_text|>", "<|end_of_text|>"]
@@ -98,9 +98,9 @@ def _build(component: Component, preset: dict, seed: int):
     if name == "vae":
         return AutoencoderKLHunyuanVideo(
             latent_channels=16,
-            block_out_channels=(8, 8, 8, 8),
+            block_out_channels=(4, 4, 4, 4),  # 4x cheaper to decode than (8, 8, 8, 8) on a CPU
             layers_per_block=1,
-            norm_num_groups=4,
+            norm_num_groups=2,
             spatial_compression_ratio=8,
             temporal_compression_ratio=4,
         )

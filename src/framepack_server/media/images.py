@@ -253,8 +253,7 @@ def _decode(data: bytes, field: str, *, max_pixels: int) -> Image.Image:
             if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
                 raise InputError(
                     field,
-                    f"the image is too small: {width}x{height} px, "
-                    f"the minimum is {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
+                    f"the image is too small: {width}x{height} px, the minimum is {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
                 )
             img.load()  # first frame of an animation; truncated data fails here
             img = ImageOps.exif_transpose(img)

@@ -90,9 +90,7 @@ class Mp4Writer:
         self._closed = False
         self._tmp_path = self._path.with_name(f".{self._path.name}.partial-{secrets.token_hex(6)}")
 
-        self._container = av.open(
-            str(self._tmp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
-        )
+        self._container = av.open(str(self._tmp_path), mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
             stream = self._container.add_stream("libx264", rate=self._fps)
             stream.width = self._width
@@ -133,9 +131,7 @@ class Mp4Writer:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
         expected = (self._height, self._width, 3)
         if frames.ndim != 4 or frames.shape[1:] != expected:
-            raise ValueError(
-                f"frames must have shape (T, {self._height}, {self._width}, 3), got {frames.shape}"
-            )
+            raise ValueError(f"frames must have shape (T, {self._height}, {self._width}, 3), got {frames.shape}")
         for frame in frames:
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             video_frame.pts = self._frames_written

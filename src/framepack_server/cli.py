@@ -1,0 +1,161 @@
+"""The `framepack` command: generate, models, download."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import GenerationCancelled, InputError, ModelNotAvailableError
+
+REQUEST_FIELDS = {
+    # flag: (type, help). Defaults and ranges live in engine/request.py; unset flags keep them.
+    "negative_prompt": (str, "negative prompt (used when --true-cfg-scale > 1)"),
+    "aspect_ratio": (str, "16:9 or 9:16 (default 16:9)"),
+    "resolution": (str, "480p or 720p (default 720p)"),
+    "seed": (int, "-1 for random (default); the seed used is printed"),
+    "num_inference_steps": (int, "sampling steps per section, 4-50 (default 25)"),
+    "num_frames": (int, "frames of the video at 30 fps, 30-1800 (default 180)"),
+    "guidance_scale": (float, "distilled guidance, 0-32 (default 10)"),
+    "true_cfg_scale": (
+        float,
+        "true classifier-free guidance with the negative prompt, 1-32 (default 1: off)",
+    ),
+    "sampler": (str, "unipc (the reference's, default) or euler"),
+    "latent_window_size": (int, "latent frames per section, 1-33 (default 9)"),
+}
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", type=Path, help="local folder with <owner>/<name> copies of the repos")
+    p.add_argument("--cache-dir", type=Path, help="where tiny models and work files go")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framepack", description="Self-hosted FramePack image-to-video")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="turn an image and a prompt into an MP4")
+    gen.add_argument("--image", required=True, help="path, http(s) URL, data URI or base64")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--last-image", help="end image (inverted-order models)")
+    gen.add_argument("--model", default="framepack", help="framepack, framepack-f1, tiny, tiny-f1 ...")
+    for name, (kind, text) in REQUEST_FIELDS.items():
+        gen.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    gen.add_argument("--out", type=Path, default=Path("video.mp4"), help="output MP4 (default video.mp4)")
+    gen.add_argument("--device", help="cuda, cuda:1, cpu (default: best available)")
+    gen.add_argument("--memory", help="auto, resident, offload, group or cpu (default auto)")
+    gen.add_argument("--crf", type=int, help="H.264 quality, 0-51 (default 16)")
+    gen.add_argument("--checkpoint-dir", type=Path, help="save section checkpoints here; resume from them")
+    _add_model_options(gen)
+
+    models = sub.add_parser("models", help="list the models and whether each is on this machine")
+    _add_model_options(models)
+
+    dl = sub.add_parser("download", help="fetch (or, for tiny models, build) the files a model needs")
+    dl.add_argument("model")
+    _add_model_options(dl)
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from .config import get_settings
+
+    return get_settings(
+        model_dir=args.model_dir,
+        cache_dir=args.cache_dir,
+        device=getattr(args, "device", None),
+        memory=getattr(args, "memory", None),
+        crf=getattr(args, "crf", None),
+    )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import FolderCheckpoint
+    from .engine.request import GenerationParams
+    from .generator import FramePack, read_images
+    from .progress import ProgressBar
+
+    fields = {k: getattr(args, k) for k in REQUEST_FIELDS if getattr(args, k) is not None}
+    params = GenerationParams.parse(
+        image=args.image, last_image=args.last_image, prompt=args.prompt, model=args.model, **fields
+    ).resolved()
+    image, last_image = read_images(params)
+    settings = _settings(args)
+    fp = FramePack(args.model, settings=settings, device=args.device, memory=args.memory)
+    print(
+        f"{params.model} on {fp.engine.device} ({fp.engine.memory_mode.value} memory): {params.num_frames} frames "
+        f"{params.size[0]}x{params.size[1]} in {params.sections} sections of {params.num_inference_steps} steps, "
+        f"seed {params.seed}",
+        file=sys.stderr,
+    )
+    checkpoint = FolderCheckpoint(args.checkpoint_dir) if args.checkpoint_dir else None
+    with ProgressBar(params.sections * params.num_inference_steps) as bar:
+        result = fp.render(params, image, last_image, args.out, on_progress=bar.update, checkpoint=checkpoint)
+    print(
+        f"seed={result.seed} frames={result.frames} size={result.width}x{result.height} fps={result.fps} "
+        f"time={result.seconds:.1f}s out={result.path}"
+    )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .engine.loading import missing_repos
+    from .engine.registry import MODELS
+
+    settings = _settings(args)
+    for spec in MODELS.values():
+        missing = missing_repos(spec, settings.model_dir, settings.cache_dir)
+        if not missing:
+            state = "present"
+        elif spec.tiny_preset:
+            state = "not built (built on first use)"
+        else:
+            state = "missing: " + ", ".join(missing)
+        print(f"{spec.name:<14} {spec.order.value:<9} {state:<40} {spec.description}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .engine.loading import download
+    from .engine.registry import get_spec
+
+    settings = _settings(args)
+    spec = get_spec(args.model)
+    where = download(spec, settings.model_dir, settings.cache_dir)
+    print(f"{spec.name}: ready ({where or 'Hugging Face cache'})")
+    return 0
+
+
+COMMANDS = {"generate": _generate, "models": _models, "download": _download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .logs import quiet_libraries
+
+    quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    except ModelNotAvailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except GenerationCancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
