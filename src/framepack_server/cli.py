@@ -76,6 +76,8 @@ def _generate(args: argparse.Namespace) -> int:
     from .engine.checkpoint import FolderCheckpoint
     from .engine.request import GenerationParams
     from .generator import FramePack, read_images
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .progress import ProgressBar
 
     fields = {k: getattr(args, k) for k in REQUEST_FIELDS if getattr(args, k) is not None}
@@ -92,7 +94,7 @@ def _generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     checkpoint = FolderCheckpoint(args.checkpoint_dir) if args.checkpoint_dir else None
-    with ProgressBar(params.sections * params.num_inference_steps) as bar:
+    with logging_redirect_tqdm(), ProgressBar(params.sections * params.num_inference_steps) as bar:
         result = fp.render(params, image, last_image, args.out, on_progress=bar.update, checkpoint=checkpoint)
     print(
         f"seed={result.seed} frames={result.frames} size={result.width}x{result.height} fps={result.fps} "

@@ -60,7 +60,10 @@ class GenerationParams(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        get_spec(value)
+        try:
+            get_spec(value)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @classmethod
