@@ -73,11 +73,11 @@ def _settings(args: argparse.Namespace):
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .engine.checkpoint import FolderCheckpoint
     from .engine.request import GenerationParams
     from .generator import FramePack, read_images
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from .progress import ProgressBar
 
     fields = {k: getattr(args, k) for k in REQUEST_FIELDS if getattr(args, k) is not None}
