@@ -22,7 +22,8 @@ from PIL import Image
 from .config import Settings, get_settings
 from .engine.checkpoint import CheckpointStore
 from .engine.generate import Engine, ProgressFn
-from .engine.request import FPS, GenerationParams
+from .engine.request import GenerationParams
+from .engine.timeline import FPS
 from .media.images import load_image
 from .media.video import Mp4Writer
 

@@ -60,3 +60,15 @@ def test_random_seed_is_resolved_and_reported():
     p = GenerationParams.parse(**BASE)
     r = p.resolved()
     assert 0 <= r.seed <= 2_147_483_647 and r.resolved() is r
+
+
+def test_request_module_needs_no_torch_and_names_every_sampler():
+    import subprocess
+    import sys
+
+    code = "import sys, framepack_server.engine.request; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    from framepack_server.engine.request import SAMPLER_NAMES
+    from framepack_server.engine.samplers import SAMPLERS
+
+    assert tuple(SAMPLERS) == SAMPLER_NAMES

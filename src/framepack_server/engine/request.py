@@ -13,11 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InputError
 from .registry import ModelSpec, SamplingOrder, get_spec
-from .samplers import SAMPLERS
-from .sections import frames_for_sections, num_sections
+from .timeline import frames_for_sections, num_sections
 
 MAX_SEED = 2_147_483_647
-FPS = 30
+SAMPLER_NAMES = ("unipc", "euler")  # engine/samplers.py implements each
 
 
 class GenerationParams(BaseModel):
@@ -53,8 +52,8 @@ class GenerationParams(BaseModel):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        if value not in SAMPLERS:
-            raise ValueError(f"must be one of {', '.join(SAMPLERS)}")
+        if value not in SAMPLER_NAMES:
+            raise ValueError(f"must be one of {', '.join(SAMPLER_NAMES)}")
         return value
 
     @field_validator("model")

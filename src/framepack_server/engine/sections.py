@@ -12,36 +12,21 @@ VAE turns T latents into 4*(T-1)+1 pixel frames, so the video has 4*N*lws + 1 fr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from .registry import SamplingOrder
+from .timeline import (  # noqa: F401 - re-exported: the section arithmetic in one namespace
+    TEMPORAL_RATIO,
+    frames_for_sections,
+    num_sections,
+    overlap_frames,
+    reference_num_sections,
+)
 
 HISTORY_SIZES = (1, 2, 16)  # latents at 1x, 2x and 4x compression in every section's context
 CONTEXT_LATENTS = sum(HISTORY_SIZES)
-TEMPORAL_RATIO = 4  # pixel frames per latent frame of HunyuanVideo's causal VAE
-
-
-def frames_for_sections(sections: int, lws: int) -> int:
-    """Pixel frames produced by ``sections`` sections: 4*N*lws + 1."""
-    return TEMPORAL_RATIO * sections * lws + 1
-
-
-def num_sections(num_frames: int, lws: int) -> int:
-    """Fewest sections that give at least ``num_frames`` frames (the surplus is trimmed from the end).
-
-    The reference rounds seconds*30 / (4*lws) to the nearest integer and so may give fewer frames than
-    asked; diffusers' pipeline uses ceil(num_frames / (4*lws - 3)). Both agree with this rule wherever
-    ``num_frames`` is 4*N*lws + 1.
-    """
-    return max(1, math.ceil((num_frames - 1) / (TEMPORAL_RATIO * lws)))
-
-
-def reference_num_sections(seconds: float, lws: int) -> int:
-    """The reference demo's section count for a length in seconds (30 fps)."""
-    return int(max(round((seconds * 30) / (lws * 4)), 1))
 
 
 def latent_paddings(sections: int) -> list[int]:
@@ -161,11 +146,6 @@ def decode_windows(order: SamplingOrder, sections: int, lws: int) -> list[tuple[
         return [(0, 1 + lws)] + [(1 + (k - 1) * lws, 1 + (k + 1) * lws) for k in range(1, sections)]
     middle = [(1 + j * lws, 1 + (j + 2) * lws) for j in range(1, sections - 1)]
     return [(0, 1 + 2 * lws), *middle, (total - lws, total)]
-
-
-def overlap_frames(lws: int) -> int:
-    """Pixel frames shared by consecutive decode windows (the reference's crossfade length)."""
-    return TEMPORAL_RATIO * lws - 3
 
 
 class OverlapBlender:
