@@ -57,7 +57,34 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="fetch (or, for tiny models, build) the files a model needs")
     dl.add_argument("model")
     _add_model_options(dl)
+
+    serve = sub.add_parser("serve", help="run the HTTP API with an embedded worker")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--model-family", help="real (FramePack weights, default) or tiny (random, offline)")
+    serve.add_argument("--no-auth", action="store_true", default=None, help="no API keys (loopback only)")
+    serve.add_argument("--no-worker", dest="run_worker", action="store_false", default=None, help="API only")
+    _add_server_options(serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True)
+    keys_sub.add_parser("list", help="list keys (never their secret)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key")
+    keys_sub.add_parser("webhook-secret", help="print the secret that signs webhooks (hex)")
+    for p in (keys, create, revoke):
+        _add_server_options(p)
     return parser
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="job database, files and checkpoints")
+    p.add_argument("--database", help="SQLAlchemy database URL (default: SQLite in --data-dir)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: best available)")
+    p.add_argument("--memory", help="auto, resident, offload, group or cpu (default auto)")
+    _add_model_options(p)
 
 
 def _settings(args: argparse.Namespace):
@@ -131,7 +158,48 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": _generate, "models": _models, "download": _download}
+def _server_settings(args: argparse.Namespace):
+    from .config import get_server_settings
+
+    names = ("host", "port", "model_family", "no_auth", "run_worker", "data_dir", "database", "device",
+             "memory", "model_dir", "cache_dir")  # fmt: skip
+    return get_server_settings(**{n: getattr(args, n, None) for n in names})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(_server_settings(args))
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .api.services import build_services
+
+    settings = _server_settings(args)
+    if args.keys_command == "webhook-secret":
+        from .storage.signing import load_or_create_secret
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        print(load_or_create_secret(settings.data_dir / "webhook.key").hex())
+        return 0
+    keys = build_services(settings).keys
+    if args.keys_command == "create":
+        plaintext, info = keys.create_key(args.name)
+        print(f"{plaintext}\n(key {info.id} '{info.name}': shown once, stored hashed)")
+    elif args.keys_command == "list":
+        for info in keys.list_keys():
+            state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
+            print(f"{info.id}  {info.prefix}...  {info.name:<20} {info.created_at:%Y-%m-%d %H:%M}  {state}")
+    elif not keys.revoke_key(args.key):
+        print(f"error: key: no active key {args.key!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+COMMANDS = {
+    "generate": _generate, "models": _models, "download": _download, "serve": _serve, "keys": _keys,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,3 +31,36 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides: object) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _default_data() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "framepack-server"
+
+
+class ServerSettings(Settings):
+    """What `framepack serve` and `framepack worker` add to the engine's settings."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(default_factory=_default_data, description="job database, files, checkpoints")
+    database: str | None = Field(default=None, description="SQLAlchemy URL (default: SQLite in data_dir)")
+    public_url: str | None = Field(default=None, description="base URL clients reach us at (default: from request)")
+    model_family: str = Field(default="real", description="real (FramePack weights) or tiny (random, offline)")
+    no_auth: bool = False
+    run_worker: bool = True
+    lease_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    sync_timeout_seconds: float = Field(default=600.0, gt=0)
+    output_url_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    upload_url_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    webhook_attempts: int = Field(default=5, ge=1)
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+
+def get_server_settings(**overrides: object) -> ServerSettings:
+    return ServerSettings(**{k: v for k, v in overrides.items() if v is not None})

@@ -19,4 +19,5 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     # transformers falls back to a PIL image processor when torchvision is missing; that is fine.
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

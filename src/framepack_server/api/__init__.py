@@ -1,0 +1,1 @@
+"""The HTTP API: WaveSpeed-compatible routes, auth, uploads, webhooks. Knows no torch."""

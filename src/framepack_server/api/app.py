@@ -1,0 +1,53 @@
+"""The FastAPI application: routes, error envelopes, health."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from ..errors import InputError
+from . import files, predictions, uploads
+from .protocol import ErrorEnvelope
+from .services import Services
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        ErrorEnvelope(code=status, message=message, field=field).model_dump(exclude_none=True), status_code=status
+    )
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="framepack-server",
+        version=__version__,
+        description="Self-hosted FramePack image-to-video, speaking WaveSpeedAI's v3 API.",
+    )
+    app.state.services = services
+
+    @app.exception_handler(InputError)
+    async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
+        return _error(400, f"{exc.field}: {exc.message}", exc.field)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        return _error(400, f"{field}: {err.get('msg', 'invalid')}", field)
+
+    @app.get("/health", summary="Liveness and queue counts (no key needed)")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__, "jobs": services.jobs.counts()}
+
+    # Uploads first: `POST /api/v3/media/uploads` would also match `POST /api/v3/{owner}/{name}`.
+    app.include_router(uploads.router)
+    app.include_router(files.router)
+    app.include_router(predictions.router)
+    return app
