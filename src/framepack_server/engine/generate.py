@@ -37,6 +37,7 @@ from .registry import SamplingOrder, get_spec
 from .request import GenerationParams
 from .samplers import SAMPLERS, flow_mu, flow_sigmas
 from .sections import (
+    CONTEXT_LATENTS,
     OverlapBlender,
     Section,
     decode_windows,
@@ -233,10 +234,10 @@ class Engine:
         if run.should_cancel is not None and run.should_cancel():
             raise GenerationCancelled("generation cancelled")
 
-    def _time_ordered(self, run: _Run, latest_sections: int | None = None) -> torch.Tensor:
-        """Generated latents in time order (without the start latent), optionally only from the
-        ``latest_sections`` most recently generated sections."""
-        chunks = run.generated if latest_sections is None else run.generated[-latest_sections:]
+    def _recent_history(self, run: _Run) -> torch.Tensor:
+        """The latest generated sections that can reach the context, in time order (no start latent)."""
+        count = -(-CONTEXT_LATENTS // run.params.latent_window_size) + 1
+        chunks = run.generated[-count:]
         if self.spec.order is SamplingOrder.INVERTED:
             chunks = chunks[::-1]
         return torch.cat(chunks, dim=2) if chunks else run.cond.start_latent[:, :, :0]
@@ -244,9 +245,7 @@ class Engine:
     def _sample_section(self, run: _Run, section: Section) -> torch.Tensor:
         params, cond = run.params, run.cond
         lws, steps = params.latent_window_size, params.num_inference_steps
-        # Enough recent sections to fill the 19-latent context.
-        recent = self._time_ordered(run, latest_sections=-(-19 // lws) + 1)
-        one, two, four = history_context(self.spec.order, recent, cond.start_latent)
+        one, two, four = history_context(self.spec.order, self._recent_history(run), cond.start_latent)
         if section.is_first and cond.end_latent is not None:
             one = cond.end_latent  # the end image is the 1x history of the last-in-time section
         _, channels, _, h, w = cond.start_latent.shape

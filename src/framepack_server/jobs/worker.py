@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STORAGE_REF = "storage:"
 PREVIEW_EVERY_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 0.25
+REQUEUE_EVERY_SECONDS = 1.0  # how often an idle worker looks for jobs whose worker died
 
 
 class EngineCache:
@@ -100,6 +101,7 @@ class Worker:
         self.lease, self.max_attempts = lease_seconds, max_attempts
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
+        self._last_requeue = 0.0
 
     # ---- loop ----------------------------------------------------------------------------------
 
@@ -115,7 +117,10 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
-        self.store.requeue_expired(self.max_attempts)
+        now = time.monotonic()
+        if now - self._last_requeue >= REQUEUE_EVERY_SECONDS:
+            self._last_requeue = now
+            self.store.requeue_expired(self.max_attempts)
         job = self.store.claim(self.worker_id, self.lease)
         if job is None:
             return False
