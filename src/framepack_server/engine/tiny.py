@@ -146,15 +146,16 @@ def ensure_tiny_model(spec: ModelSpec, root: Path) -> Path:
     for index, component in enumerate(spec.components):
         folder = repo_folder(root, component.repo) / component.subfolder
         marker = folder / ".framepack-tiny.json"
-        stamp = {"version": BUILD_VERSION, "component": component.name, "preset": spec.tiny_preset}
-        if marker.exists() and json.loads(marker.read_text()) == stamp:
+        # The stamp holds the preset's config: changing a preset rebuilds the folders that use it.
+        stamp = json.dumps({"version": BUILD_VERSION, "component": component.name, "preset": preset})
+        if marker.exists() and marker.read_text() == stamp:
             continue
         log.info("building tiny component %s/%s", component.repo, component.subfolder or ".")
         # The seed depends on the component and the transformer's repo, not on the process.
         seed = 1000 * (index + 1) + sum(map(ord, component.repo))
         folder.mkdir(parents=True, exist_ok=True)
         _build(component, preset, seed).save_pretrained(folder)
-        marker.write_text(json.dumps(stamp))
+        marker.write_text(stamp)
     _write_model_index(root, spec)
     return root
 
