@@ -56,6 +56,9 @@ class ServerSettings(Settings):
     upload_url_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     webhook_attempts: int = Field(default=5, ge=1)
+    rate_limit: str = Field(default="3000/minute", description="requests per API key (slowapi/limits syntax)")
+    max_queued_per_key: int = Field(default=20, ge=1, description="jobs one key may have waiting")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="largest request body")
 
     @property
     def database_url(self) -> str:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..errors import InputError
 from . import files, predictions, uploads
+from .limits import BodySizeLimit, QueueFull, RateLimit
 from .protocol import ErrorEnvelope
 from .services import Services
 
@@ -26,6 +27,12 @@ def create_app(services: Services) -> FastAPI:
         description="Self-hosted FramePack image-to-video, speaking WaveSpeedAI's v3 API.",
     )
     app.state.services = services
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
+        response = _error(429, f"{exc.field}: {exc.message}", exc.field)
+        response.headers["Retry-After"] = "30"
+        return response
 
     @app.exception_handler(InputError)
     async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
@@ -46,6 +53,8 @@ def create_app(services: Services) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "version": __version__, "jobs": services.jobs.counts()}
 
+    app.add_middleware(RateLimit, rate=services.settings.rate_limit)
+    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
     # Uploads first: `POST /api/v3/media/uploads` would also match `POST /api/v3/{owner}/{name}`.
     app.include_router(uploads.router)
     app.include_router(files.router)

@@ -16,6 +16,7 @@ from ..engine.request import GenerationParams
 from ..errors import InputError
 from ..media.images import load_image
 from .auth import require_key
+from .limits import check_queue_cap
 from .protocol import PredictionEnvelope, PredictionInput, PredictionPage, PredictionPageEnvelope
 from .services import Services
 from .views import STORAGE_REF, base_url, own_file_key, prediction
@@ -81,6 +82,7 @@ def submit(
     if path not in services.models:
         raise HTTPException(404, f"unknown model {path!r}; this server runs {', '.join(services.models)}")
     wire = _parse_body(body)
+    check_queue_cap(services, key_id)
     if webhook and wire.enable_base64_output:
         raise HTTPException(
             400, "webhook callback does not support base64 output, please use the normal API to use base64 output"

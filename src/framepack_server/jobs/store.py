@@ -283,10 +283,13 @@ class JobStore:
             row = session.scalars(query).first()
             return Job.from_row(row) if row else None
 
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each state (every state present, zeros included)."""
+    def counts(self, key_id: str | None = None) -> dict[str, int]:
+        """How many jobs are in each state (every state present, zeros included); one key's or all."""
+        query = select(JobRow.state, func.count()).group_by(JobRow.state)
+        if key_id is not None:
+            query = query.where(JobRow.key_id == key_id)
         with self.db.session(write=False) as session:
-            rows = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+            rows = session.execute(query)
             found = {state: count for state, count in rows}
         return {state.value: found.get(state.value, 0) for state in JobState}
 
