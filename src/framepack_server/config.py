@@ -58,6 +58,10 @@ class ServerSettings(Settings):
     webhook_attempts: int = Field(default=5, ge=1)
     rate_limit: str = Field(default="3000/minute", description="requests per API key (slowapi/limits syntax)")
     max_queued_per_key: int = Field(default=20, ge=1, description="jobs one key may have waiting")
+    safety_backend: str = Field(default="classifier", description="classifier, nudenet or none")
+    safety_policy: str = Field(default="flag", description="flag (return and flag) or block (fail the job)")
+    safety_threshold: float = Field(default=0.5, ge=0, le=1)
+    safety_repo: str = Field(default="Falconsai/nsfw_image_detection", description="the classifier's repo")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="largest request body")
 
     @property

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from .config import Settings, get_settings
@@ -39,6 +40,7 @@ class VideoResult:
     sections: int
     seconds: float  # wall time of the generation
     params: GenerationParams
+    samples: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # frames kept by index
 
 
 def read_images(params: GenerationParams) -> tuple[Image.Image, Image.Image | None]:
@@ -96,8 +98,13 @@ class FramePack:
         on_progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
         checkpoint: CheckpointStore | None = None,
+        keep_frames: Sequence[int] = (),
     ) -> VideoResult:
-        """Generate a validated request into ``out`` (written under a temporary name, then renamed)."""
+        """Generate a validated request into ``out`` (written under a temporary name, then renamed).
+
+        ``keep_frames``: frame numbers to hand back in ``result.samples`` (e.g. for a safety check),
+        taken as the frames stream past, so the video is never read back.
+        """
         params = params.resolved()
         width, height = params.size
         started = time.monotonic()
@@ -105,8 +112,11 @@ class FramePack:
             params, image, last_image,
             on_progress=on_progress, should_cancel=should_cancel, checkpoint=checkpoint,
         )  # fmt: skip
+        wanted, samples = set(keep_frames), {}
         with Mp4Writer(out, width, height, fps=FPS, crf=self.settings.crf) as writer:
             for chunk in frames:
+                start = writer.frames_written
+                samples.update({i: chunk[i - start].copy() for i in wanted if start <= i < start + len(chunk)})
                 writer.write(chunk)
         return VideoResult(
             path=Path(out),
@@ -118,4 +128,5 @@ class FramePack:
             sections=params.sections,
             seconds=time.monotonic() - started,
             params=params,
+            samples=samples,
         )

@@ -29,6 +29,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def load_safety(settings: ServerSettings):
+    """The configured safety checker, or the reason it could not be loaded (said at start)."""
+    from .media.safety import build_tiny_classifier, load_checker
+
+    model_dir = settings.model_dir
+    if settings.safety_backend == "classifier" and settings.model_family != "real":
+        # The offline families use a tiny random classifier of the same class, built like the tiny models.
+        model_dir = settings.cache_dir / "tiny-safety"
+        if not (model_dir / settings.safety_repo / "config.json").exists():
+            build_tiny_classifier(model_dir / settings.safety_repo)
+    try:
+        checker = load_checker(
+            settings.safety_backend, model_dir=model_dir, threshold=settings.safety_threshold,
+            repo=settings.safety_repo,
+        )  # fmt: skip
+    except Exception as exc:  # a missing model, a missing extra, an unknown name: say it, keep serving
+        reason = f"{settings.safety_backend}: {exc}"
+        print(f"WARNING: safety checker unavailable ({reason}); jobs that ask for a check will fail", flush=True)
+        return reason
+    print(f"safety checker: {checker.name}, policy {settings.safety_policy}", flush=True)
+    return checker
+
+
 def start_worker(services: Services) -> threading.Thread:
     from .generator import FramePack
     from .jobs.worker import EngineCache, Worker
@@ -38,6 +61,7 @@ def start_worker(services: Services) -> threading.Thread:
     worker = Worker(
         services.jobs, services.storage, engines, settings.data_dir / "work",
         lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+        safety=load_safety(settings), safety_policy=settings.safety_policy,
     )  # fmt: skip
     thread = threading.Thread(target=worker.run_forever, daemon=True, name="worker")
     thread.start()

@@ -25,6 +25,7 @@ from ..engine.request import GenerationParams
 from ..errors import GenerationCancelled, InputError
 from ..generator import FramePack
 from ..media.images import load_image
+from ..media.safety import SafetyChecker, SafetyVerdict, sample_frames
 from ..progress import describe
 from ..storage.base import Storage
 from .store import Job, JobStore
@@ -95,7 +96,15 @@ class Worker:
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
         worker_id: str | None = None,
+        safety: SafetyChecker | str | None = None,
+        safety_policy: str = "flag",
     ) -> None:
+        """``safety``: the checker, or a string saying why none could be loaded (jobs that ask for
+        a check then fail with that reason); ``safety_policy``: ``flag`` (WaveSpeed's behaviour: the
+        video is returned and flagged) or ``block`` (the job fails and no video is kept)."""
+        if safety_policy not in ("flag", "block"):
+            raise ValueError("safety_policy must be flag or block")
+        self.safety, self.safety_policy = safety, safety_policy
         self.store, self.storage, self.engines = store, storage, engines
         self.work_dir = Path(work_dir)
         self.lease, self.max_attempts = lease_seconds, max_attempts
@@ -149,17 +158,27 @@ class Worker:
             last = self._image(params.last_image, "last_image") if params.last_image else None
             fp = self.engines.get(params.model)
             reporter = _ProgressReporter(self.storage, job.id, heartbeat)
+            check = bool(job.options.get("enable_safety_checker", True)) and self.safety is not None
+            if check and isinstance(self.safety, str):
+                raise SafetyUnavailable(f"the safety checker is not available: {self.safety}")
             started = time.monotonic()
             result = fp.render(
                 params, image, last, partial,
                 on_progress=reporter,
                 should_cancel=heartbeat.should_stop,
                 checkpoint=FolderCheckpoint(checkpoint_dir),
+                keep_frames=sample_frames(params.num_frames) if check else (),
             )  # fmt: skip
+            inference_ms = int((time.monotonic() - started) * 1000)
+            verdict = self._check(job, [image, *([last] if last else [])], result.samples) if check else None
+            if verdict is not None and verdict.nsfw and self.safety_policy == "block":
+                self.store.fail(job.id, self.worker_id, f"blocked by the safety checker ({verdict.detail})")
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                return
             key = f"outputs/{job.id}.mp4"
             self.storage.put_file(key, result.path, "video/mp4")
-            inference_ms = int((time.monotonic() - started) * 1000)
-            if self.store.complete(job.id, self.worker_id, [key], [False], inference_ms, seed=params.seed):
+            flags = [bool(verdict and verdict.nsfw)]
+            if self.store.complete(job.id, self.worker_id, [key], flags, inference_ms, seed=params.seed):
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
             log.info("%s: job %s completed in %.1f s", self.worker_id, job.id, inference_ms / 1000)
         except GenerationCancelled:
@@ -178,6 +197,25 @@ class Worker:
         finally:
             heartbeat.stop_requested.set()
             partial.unlink(missing_ok=True)
+
+    def _check(self, job: Job, inputs: list[Image.Image], samples: dict) -> SafetyVerdict:
+        """Check the input images and frames sampled across the video; log the time it took."""
+        assert self.safety is not None and not isinstance(self.safety, str)
+        started = time.monotonic()
+        given = self.safety.check(inputs)
+        numbers = sorted(samples)
+        made = self.safety.check([Image.fromarray(samples[i]) for i in numbers], numbers)
+        verdict = given if given.nsfw else made
+        log.info(
+            "job %s: safety check (%s) of %d input(s) and %d frames in %.0f ms: %s",
+            job.id, self.safety.name, len(inputs), len(numbers), (time.monotonic() - started) * 1000,
+            "flagged: " + verdict.detail if verdict.nsfw else "nothing found",
+        )  # fmt: skip
+        return verdict
+
+
+class SafetyUnavailable(RuntimeError):
+    pass
 
 
 class _ProgressReporter:
