@@ -111,8 +111,8 @@ def _generate(args: argparse.Namespace) -> int:
     params = GenerationParams.parse(
         image=args.image, last_image=args.last_image, prompt=args.prompt, model=args.model, **fields
     ).resolved()
-    image, last_image = read_images(params)
     settings = _settings(args)
+    image, last_image = read_images(params, settings)
     fp = FramePack(args.model, settings=settings, device=args.device, memory=args.memory)
     print(
         f"{params.model} on {fp.engine.device} ({fp.engine.memory_mode.value} memory): {params.num_frames} frames "

@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     preserved_memory_gb: float = Field(default=6.0, description="GPU memory kept free for activations")
     auto_download: bool = Field(default=True, description="fetch missing weights when online")
     crf: int = Field(default=16, ge=0, le=51)
+    url_allow: str = Field(
+        default="",
+        description="comma-separated networks (CIDR) or host names that URL fetching may reach "
+        "although private (tests, private deployments); nothing else gets around the guard",
+    )
+
+    @property
+    def fetch_policy(self):
+        from .media.fetch import FetchPolicy
+
+        return FetchPolicy(allow=tuple(part.strip() for part in self.url_allow.split(",") if part.strip()))
 
 
 def get_settings(**overrides: object) -> Settings:

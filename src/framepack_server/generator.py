@@ -43,10 +43,11 @@ class VideoResult:
     samples: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # frames kept by index
 
 
-def read_images(params: GenerationParams) -> tuple[Image.Image, Image.Image | None]:
-    """Read the request's image references; errors name the field."""
-    image = load_image(params.image, "image")
-    last = load_image(params.last_image, "last_image") if params.last_image else None
+def read_images(params: GenerationParams, settings: Settings) -> tuple[Image.Image, Image.Image | None]:
+    """Read the request's image references (URLs under the settings' fetch policy); errors name the field."""
+    policy = settings.fetch_policy
+    image = load_image(params.image, "image", fetch_policy=policy)
+    last = load_image(params.last_image, "last_image", fetch_policy=policy) if params.last_image else None
     return image, last
 
 
@@ -79,7 +80,7 @@ class FramePack:
         refs = {k: (v if isinstance(v, str) else "<image>") for k, v in pictures.items() if v is not None}
         params = GenerationParams.parse(prompt=prompt, model=self.model, **refs, **fields)
         loaded = {
-            k: v if isinstance(v, Image.Image) else load_image(os.fspath(v), k)
+            k: v if isinstance(v, Image.Image) else load_image(os.fspath(v), k, fetch_policy=self.settings.fetch_policy)
             for k, v in pictures.items()
             if v is not None
         }

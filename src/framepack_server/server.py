@@ -13,7 +13,7 @@ import threading
 from .api.app import create_app
 from .api.notify import WebhookDispatcher
 from .api.services import Services, build_services
-from .api.webhooks import WebhookSender
+from .api.webhooks import GuardedWebhookSender
 from .config import ServerSettings
 from .storage.signing import load_or_create_secret
 
@@ -61,7 +61,7 @@ def start_worker(services: Services) -> threading.Thread:
     worker = Worker(
         services.jobs, services.storage, engines, settings.data_dir / "work",
         lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
-        safety=load_safety(settings), safety_policy=settings.safety_policy,
+        safety=load_safety(settings), safety_policy=settings.safety_policy, fetch_policy=settings.fetch_policy,
     )  # fmt: skip
     thread = threading.Thread(target=worker.run_forever, daemon=True, name="worker")
     thread.start()
@@ -88,7 +88,8 @@ def serve(settings: ServerSettings) -> None:
     if key:
         print(f"API key (shown once; `framepack keys create` makes more): {key}", flush=True)
     secret = load_or_create_secret(settings.data_dir / "webhook.key")
-    dispatcher = WebhookDispatcher(services, base, WebhookSender(secret, attempts=settings.webhook_attempts))
+    sender = GuardedWebhookSender(secret, settings.fetch_policy, attempts=settings.webhook_attempts)
+    dispatcher = WebhookDispatcher(services, base, sender)
     dispatcher.start()
     if settings.run_worker:
         start_worker(services)

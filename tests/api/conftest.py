@@ -39,7 +39,13 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *args: str, timeout: float = 120.0) -> Server:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "FRAMEPACK_CACHE_DIR": str(self.cache_dir), **self.extra_env}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "FRAMEPACK_CACHE_DIR": str(self.cache_dir),
+            "FRAMEPACK_URL_ALLOW": "127.0.0.0/8",  # the tests' image servers and webhook receivers
+            **self.extra_env,
+        }
         self.log_path = self.data_dir.parent / f"server-{self.port}-{time.monotonic_ns()}.log"
         log = self.log_path.open("w")
         self.process = subprocess.Popen(

@@ -10,6 +10,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 
 from framepack_server.errors import InputError
+from framepack_server.media.fetch import FetchPolicy
 from framepack_server.media.images import MAX_IMAGE_BYTES, load_image
 
 # ----------------------------------------------------------------------------- helpers
@@ -421,56 +423,65 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+LOCAL = FetchPolicy(allow=("127.0.0.0/8",))  # the test servers listen on loopback
+
+
+def test_url_to_a_private_address_is_refused_without_the_allow_list(server: str) -> None:
+    with pytest.raises(InputError) as e:
+        load_image(f"{server}/img.png")
+    assert_input_error(e, "private or reserved address")
+
+
 def test_url_image(server: str) -> None:
-    img = load_image(f"{server}/img.png")
+    img = load_image(f"{server}/img.png", fetch_policy=LOCAL)
     assert img.size == (40, 30)
     assert px(img, (0, 0)) == (1, 2, 3)
 
 
 def test_url_http_status(server: str) -> None:
     with pytest.raises(InputError) as e:
-        load_image(f"{server}/missing.png")
-    assert_input_error(e, "HTTP status 404")
+        load_image(f"{server}/missing.png", fetch_policy=LOCAL)
+    assert_input_error(e, "HTTP 404")
     with pytest.raises(InputError) as e:
-        load_image(f"{server}/error", field="last_image")
-    assert_input_error(e, "HTTP status 500", field="last_image")
+        load_image(f"{server}/error", field="last_image", fetch_policy=LOCAL)
+    assert_input_error(e, "HTTP 500", field="last_image")
 
 
 def test_url_redirect_chain_of_two(server: str) -> None:
-    assert load_image(f"{server}/hops/2").size == (40, 30)
+    assert load_image(f"{server}/hops/2", fetch_policy=LOCAL).size == (40, 30)
 
 
 def test_url_five_redirects_allowed_six_refused(server: str) -> None:
-    assert load_image(f"{server}/hops/5").size == (40, 30)
+    assert load_image(f"{server}/hops/5", fetch_policy=LOCAL).size == (40, 30)
     with pytest.raises(InputError) as e:
-        load_image(f"{server}/hops/6")
-    assert_input_error(e, "redirected more than 5")
+        load_image(f"{server}/hops/6", fetch_policy=LOCAL)
+    assert_input_error(e, "too many redirects")
 
 
 def test_url_redirect_loop(server: str) -> None:
     with pytest.raises(InputError) as e:
-        load_image(f"{server}/loop/a")
-    assert_input_error(e, "redirected more than 5")
+        load_image(f"{server}/loop/a", fetch_policy=LOCAL)
+    assert_input_error(e, "too many redirects")
 
 
 def test_url_too_large(server: str) -> None:
     for path in ("/big", "/big-declared"):
         with pytest.raises(InputError) as e:
-            load_image(f"{server}{path}", max_bytes=1000)
-        assert_input_error(e, "too large")
-    assert load_image(f"{server}/big").size == (64, 64)
+            load_image(f"{server}{path}", max_bytes=1000, fetch_policy=LOCAL)
+        assert_input_error(e, "larger than 1000 bytes")
+    assert load_image(f"{server}/big", fetch_policy=LOCAL).size == (64, 64)
 
 
 def test_url_not_an_image(server: str) -> None:
     with pytest.raises(InputError) as e:
-        load_image(f"{server}/text")
+        load_image(f"{server}/text", fetch_policy=LOCAL)
     assert_input_error(e, "not an image")
 
 
 def test_url_timeout(server: str) -> None:
     start = time.monotonic()
     with pytest.raises(InputError) as e:
-        load_image(f"{server}/slow", timeout=0.2)
+        load_image(f"{server}/slow", fetch_policy=replace(LOCAL, read_timeout=0.2, total_timeout=0.6))
     assert_input_error(e, "timed out")
     assert time.monotonic() - start < 1.0
 
@@ -480,5 +491,13 @@ def test_url_connection_refused() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(InputError) as e:
-        load_image(f"http://127.0.0.1:{port}/img.png", timeout=2.0)
+        load_image(f"http://127.0.0.1:{port}/img.png", fetch_policy=replace(LOCAL, connect_timeout=2.0))
     assert_input_error(e, "could not connect")
+
+
+def test_image_with_a_side_over_the_maximum_is_refused() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (16385, 16), 0).save(buffer, format="PNG")
+    with pytest.raises(InputError) as e:
+        load_image(buffer.getvalue())
+    assert_input_error(e, "maximum side")

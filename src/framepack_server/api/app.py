@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import InputError
@@ -18,6 +19,20 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(
         ErrorEnvelope(code=status, message=message, field=field).model_dump(exclude_none=True), status_code=status
     )
+
+
+# Every error is WaveSpeed's envelope; documented so that clients (and schemathesis) know them.
+ERRORS = {
+    status: {"model": ErrorEnvelope, "description": text}
+    for status, text in {
+        400: "invalid input; `field` names it",
+        401: "missing or invalid API key",
+        403: "expired or invalid signed URL",
+        404: "unknown prediction, model or file (or another key's)",
+        413: "request body too large",
+        429: "rate limit or queue cap; see Retry-After",
+    }.items()
+}
 
 
 def create_app(services: Services) -> FastAPI:
@@ -38,7 +53,7 @@ def create_app(services: Services) -> FastAPI:
     async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
         return _error(400, f"{exc.field}: {exc.message}", exc.field)
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's: also the router's 404/405 and body-parse errors
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
@@ -56,7 +71,7 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(RateLimit, rate=services.settings.rate_limit)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
     # Uploads first: `POST /api/v3/media/uploads` would also match `POST /api/v3/{owner}/{name}`.
-    app.include_router(uploads.router)
-    app.include_router(files.router)
-    app.include_router(predictions.router)
+    app.include_router(uploads.router, responses=ERRORS)
+    app.include_router(files.router, responses=ERRORS)
+    app.include_router(predictions.router, responses=ERRORS)
     return app

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from ..engine.request import GenerationParams
 from ..errors import InputError
+from ..media.fetch import check_url
 from ..media.images import load_image
 from .auth import require_key
 from .limits import check_queue_cap
@@ -42,6 +43,7 @@ def _store_image(services: Services, field: str, ref: str) -> str:
             return STORAGE_REF + key
         if "/api/v3/files/" in ref:
             raise InputError(field, "this upload URL has expired or its signature is not valid")
+        check_url(ref, field, services.settings.fetch_policy)  # refused addresses: 400 now, no connection
         return ref
     if ref.startswith("data:"):
         image = load_image(ref, field)
@@ -87,8 +89,8 @@ def submit(
         raise HTTPException(
             400, "webhook callback does not support base64 output, please use the normal API to use base64 output"
         )
-    if webhook and not webhook.startswith(("http://", "https://")):
-        raise InputError("webhook", "must be an http(s) URL")
+    if webhook:
+        check_url(webhook, "webhook", services.settings.fetch_policy)
     params = GenerationParams.parse(**wire.engine_fields(), model=services.models[path]).resolved()
     stored = params.model_dump()
     stored["image"] = _store_image(services, "image", params.image)
@@ -140,7 +142,7 @@ def result(job_id: str, request: Request, key_id: Annotated[str, Depends(require
 def history(
     request: Request,
     key_id: Annotated[str, Depends(require_key)],
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> PredictionPageEnvelope:
     services = services_of(request)

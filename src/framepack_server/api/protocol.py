@@ -115,7 +115,7 @@ class UploadTicketRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     filename: str = "upload"
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, strict=True)
     content_type: str | None = None
 
 

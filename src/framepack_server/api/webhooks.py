@@ -18,9 +18,13 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
+
+from ..errors import InputError
+from ..media.fetch import FetchPolicy, post_json
 
 __all__ = ["SIGNATURE_HEADER", "USER_AGENT", "WebhookSender", "signature_header", "verify_signature"]
 
@@ -156,3 +160,22 @@ class WebhookSender:
         """
         with self._client_factory() as client, client.stream("POST", url, content=body, headers=headers) as response:
             return response.status_code
+
+
+class GuardedWebhookSender(WebhookSender):
+    """A sender whose POST goes through the guarded fetcher: webhook URLs obey the same rule as image
+    URLs (no private or reserved addresses unless the allow-list names them), checked at every try."""
+
+    REFUSALS = ("refused", "not an http", "user names", "invalid", "could not resolve")
+
+    def __init__(self, secret: bytes, policy: FetchPolicy, **kwargs: Any) -> None:
+        super().__init__(secret, **kwargs)
+        self.policy = replace(policy, connect_timeout=self.timeout_s, read_timeout=self.timeout_s)
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        try:
+            return post_json(url, "webhook", self.policy, body, headers)
+        except InputError as exc:  # translate to the transport errors `deliver` knows how to retry
+            if exc.message.startswith(self.REFUSALS):
+                raise httpx.InvalidURL(exc.message) from None
+            raise httpx.TransportError(exc.message) from None

@@ -24,6 +24,7 @@ from ..engine.generate import Progress
 from ..engine.request import GenerationParams
 from ..errors import GenerationCancelled, InputError
 from ..generator import FramePack
+from ..media.fetch import FetchPolicy
 from ..media.images import load_image
 from ..media.safety import SafetyChecker, SafetyVerdict, sample_frames
 from ..progress import describe
@@ -98,6 +99,7 @@ class Worker:
         worker_id: str | None = None,
         safety: SafetyChecker | str | None = None,
         safety_policy: str = "flag",
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         """``safety``: the checker, or a string saying why none could be loaded (jobs that ask for
         a check then fail with that reason); ``safety_policy``: ``flag`` (WaveSpeed's behaviour: the
@@ -105,6 +107,7 @@ class Worker:
         if safety_policy not in ("flag", "block"):
             raise ValueError("safety_policy must be flag or block")
         self.safety, self.safety_policy = safety, safety_policy
+        self.fetch_policy = fetch_policy
         self.store, self.storage, self.engines = store, storage, engines
         self.work_dir = Path(work_dir)
         self.lease, self.max_attempts = lease_seconds, max_attempts
@@ -143,7 +146,7 @@ class Worker:
             return load_image(self.storage.get_bytes(ref[len(STORAGE_REF) :]), field)
         if not ref.startswith(("http://", "https://")):
             raise InputError(field, "must be an http(s) URL or an upload")
-        return load_image(ref, field)
+        return load_image(ref, field, fetch_policy=self.fetch_policy)
 
     def process(self, job: Job) -> None:
         log.info("%s: job %s (attempt %d)", self.worker_id, job.id, job.attempts)

@@ -3,8 +3,9 @@
 :func:`load_image` accepts
 
 * a local file path (``str`` or :class:`os.PathLike`; CLI use);
-* an ``http://`` or ``https://`` URL, fetched with httpx: streamed, connect and read
-  timeouts, at most 5 redirects, stopped as soon as it exceeds ``max_bytes``;
+* an ``http://`` or ``https://`` URL, fetched by the guarded fetcher (`media.fetch`): no private
+  or reserved addresses unless allowed, at most 5 redirects each re-checked, time limits, and
+  stopped as soon as it exceeds ``max_bytes``;
 * a data URI (``data:image/png;base64,...``);
 * naked base64 text (standard or URL-safe alphabet, padding optional);
 * raw ``bytes`` / ``bytearray`` / ``memoryview``.
@@ -16,8 +17,6 @@ scaled down to 8 bits.  Truncated files fail here, not later in the pipeline.
 Every failure is an :class:`~framepack_server.errors.InputError` that names the request
 field (``image``, ``last_image`` ...) and says what is wrong in plain words; bad input
 never escapes as a traceback.
-
-URL fetching is plain httpx here; the guarded fetcher replaces :func:`_fetch_url`.
 """
 
 from __future__ import annotations
@@ -27,23 +26,24 @@ import binascii
 import io
 import os
 import re
-import time
 import urllib.parse
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from framepack_server.errors import InputError
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE", "load_image"]
+from .fetch import FetchPolicy, fetch
+
+__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MIN_IMAGE_SIDE", "load_image"]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
 MIN_IMAGE_SIDE = 16
-MAX_REDIRECTS = 5
+MAX_IMAGE_SIDE = 16384
 
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # Base64 text, standard or URL-safe alphabet, whitespace allowed (line-wrapped input).
@@ -60,18 +60,18 @@ def load_image(
     *,
     max_bytes: int = MAX_IMAGE_BYTES,
     max_pixels: int = MAX_IMAGE_PIXELS,
-    timeout: float = 20.0,
+    fetch_policy: FetchPolicy | None = None,
 ) -> Image.Image:
     """Load ``source`` (path, URL, data URI, base64 text or bytes) as an RGB image.
 
     ``field`` names the request field in errors.  ``max_bytes`` caps the encoded size,
-    ``max_pixels`` the decoded width x height (decompression bombs), ``timeout`` the
-    seconds a URL fetch may wait to connect and for each read (the whole download must
-    also finish within three times that).  Images smaller than 16x16 are refused.
+    ``max_pixels`` the decoded width x height (decompression bombs); ``fetch_policy`` governs
+    URL fetching (default: no private addresses, see `media.fetch`).  Images smaller than
+    16x16 are refused.
 
     Raises :class:`InputError` for every problem with the input.
     """
-    data, from_text = _read_source(source, field, max_bytes=max_bytes, timeout=timeout)
+    data, from_text = _read_source(source, field, max_bytes=max_bytes, policy=fetch_policy)
     if not data:
         raise InputError(field, "the image is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -90,7 +90,7 @@ def load_image(
 # --------------------------------------------------------------------------- sources
 
 
-def _read_source(source: object, field: str, *, max_bytes: int, timeout: float) -> tuple[bytes, bool]:
+def _read_source(source: object, field: str, *, max_bytes: int, policy: FetchPolicy | None) -> tuple[bytes, bool]:
     """Return the encoded image bytes and whether they came from naked base64 text."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), False
@@ -109,7 +109,7 @@ def _read_source(source: object, field: str, *, max_bytes: int, timeout: float) 
         scheme = match.group(1).lower()
         if scheme not in ("http", "https"):
             raise InputError(field, f"unsupported URL scheme {scheme!r}; use http or https")
-        return _fetch_url(text, field, max_bytes=max_bytes, timeout=timeout), False
+        return _fetch_url(text, field, max_bytes=max_bytes, policy=policy), False
     if text[:5].lower() == "data:":
         return _decode_data_uri(text, field, max_bytes), False
 
@@ -178,59 +178,12 @@ def _decode_base64(text: str, field: str, max_bytes: int) -> bytes:
         raise InputError(field, "invalid base64 data") from None
 
 
-def _fetch_url(url: str, field: str, *, max_bytes: int, timeout: float) -> bytes:
-    """GET ``url`` (http/https) and return the body, or raise :class:`InputError`.
-
-    Streams the body and stops once it exceeds ``max_bytes``; follows at most
-    ``MAX_REDIRECTS`` redirects; ``timeout`` applies to connecting and to each read,
-    and the whole download must finish within ``3 * timeout``.
-    """
-    shown = _short(url)
-    deadline = time.monotonic() + 3 * timeout
-    try:
-        with (
-            httpx.Client(
-                follow_redirects=True,
-                max_redirects=MAX_REDIRECTS,
-                timeout=httpx.Timeout(timeout),
-                # identity: max_bytes then bounds what is received and what is kept alike
-                headers={
-                    "User-Agent": "framepack-server",
-                    "Accept": "image/*,*/*;q=0.5",
-                    "Accept-Encoding": "identity",
-                },
-            ) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code != 200:
-                raise InputError(field, f"the URL returned HTTP status {response.status_code}: {shown}")
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > max_bytes:
-                raise _too_large(field, _size(int(length)), max_bytes)
-            chunks: list[bytes] = []
-            received = 0
-            for chunk in response.iter_bytes():
-                received += len(chunk)
-                if received > max_bytes:
-                    raise _too_large(field, f"over {_size(max_bytes)}", max_bytes)
-                if time.monotonic() > deadline:
-                    raise InputError(field, f"the URL timed out after {3 * timeout:g} s: {shown}")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except InputError:
-        raise
-    except httpx.TooManyRedirects:
-        raise InputError(field, f"the URL redirected more than {MAX_REDIRECTS} times: {shown}") from None
-    except httpx.TimeoutException:
-        raise InputError(field, f"the URL timed out after {timeout:g} s: {shown}") from None
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-        raise InputError(field, f"invalid URL: {shown}") from None
-    except httpx.ConnectError as e:
-        raise InputError(field, f"could not connect to the URL {shown}: {e}") from None
-    except httpx.HTTPError as e:
-        raise InputError(field, f"could not fetch the URL {shown}: {e}") from None
-    except (ValueError, OSError) as e:  # malformed URLs that httpx reports otherwise
-        raise InputError(field, f"could not fetch the URL {shown}: {e}") from None
+def _fetch_url(url: str, field: str, *, max_bytes: int, policy: FetchPolicy | None) -> bytes:
+    """GET ``url`` through the guarded fetcher (`media.fetch`): hosts that resolve to private or
+    reserved addresses are refused unless the policy's allow-list names them; redirects, time and
+    size are bounded there."""
+    policy = policy or FetchPolicy()
+    return fetch(url, field, replace(policy, max_bytes=min(policy.max_bytes, max_bytes)))
 
 
 # --------------------------------------------------------------------------- decoding
@@ -254,6 +207,10 @@ def _decode(data: bytes, field: str, *, max_pixels: int) -> Image.Image:
                 raise InputError(
                     field,
                     f"the image is too small: {width}x{height} px, the minimum is {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
+                )
+            if max(width, height) > MAX_IMAGE_SIDE:
+                raise InputError(
+                    field, f"the image is too large: {width}x{height} px, the maximum side is {MAX_IMAGE_SIDE} px"
                 )
             img.load()  # first frame of an animation; truncated data fails here
             img = ImageOps.exif_transpose(img)
