@@ -70,11 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (printed once)")
     create.add_argument("--name", required=True)
-    keys_sub.add_parser("list", help="list keys (never their secret)")
+    listing = keys_sub.add_parser("list", help="list keys (never their secret)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
     revoke.add_argument("key")
-    keys_sub.add_parser("webhook-secret", help="print the secret that signs webhooks (hex)")
-    for p in (keys, create, revoke):
+    secret = keys_sub.add_parser("webhook-secret", help="print the secret that signs webhooks (hex)")
+    for p in (create, listing, revoke, secret):
         _add_server_options(p)
     return parser
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -13,6 +16,8 @@ from . import files, predictions, uploads
 from .limits import BodySizeLimit, QueueFull, RateLimit
 from .protocol import ErrorEnvelope
 from .services import Services
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # the page at `/`: static files, no build step
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -67,6 +72,12 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/health", summary="Liveness and queue counts (no key needed)")
     def health() -> dict:
         return {"status": "ok", "version": __version__, "jobs": services.jobs.counts()}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 
     app.add_middleware(RateLimit, rate=services.settings.rate_limit)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)

@@ -2,9 +2,9 @@
 
 Rates use the `limits` library (the engine under slowapi; a moving window in memory for the embedded
 server): one budget per API key across all routes, answered with 429, Retry-After and WaveSpeed's
-error envelope. Health, docs and signed file URLs are exempt. slowapi's own middleware is not used:
-its application-wide limits did not engage on FastAPI 0.165 in our test, and a middleware of a few
-lines over `limits` says plainly what it does.
+error envelope. Health, docs, signed file URLs and the web page are exempt. slowapi's own middleware
+is not used: its application-wide limits did not engage on FastAPI 0.165 in our test, and a
+middleware of a few lines over `limits` says plainly what it does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import InputError
 from .services import Services
 
-EXEMPT_PREFIXES = ("/health", "/api/v3/files/", "/docs", "/openapi.json", "/redoc")
+EXEMPT_PREFIXES = ("/health", "/api/v3/files/", "/docs", "/openapi.json", "/redoc", "/web/")
+EXEMPT_PATHS = ("/",)  # exact paths: "/" as a prefix would exempt everything
 
 
 def client_key(scope: Scope) -> str:
@@ -43,7 +44,7 @@ class RateLimit:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS or scope["path"].startswith(EXEMPT_PREFIXES):
             await self.app(scope, receive, send)
             return
         key = client_key(scope)

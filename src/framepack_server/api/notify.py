@@ -26,7 +26,7 @@ class WebhookDispatcher(threading.Thread):
     def deliver_pending(self) -> int:
         jobs = self.services.jobs.pending_webhooks()
         for job in jobs:
-            payload = prediction(self.services, self.base, job).model_dump(exclude={"progress"})
+            payload = prediction(self.services, self.base, job).model_dump(exclude={"progress", "code"})
             delivered = self.sender.deliver(job.webhook, payload)
             self.services.jobs.set_webhook_state(job.id, "delivered" if delivered else "failed")
             log.info("webhook for job %s: %s", job.id, "delivered" if delivered else "gave up")

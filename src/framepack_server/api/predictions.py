@@ -25,6 +25,7 @@ from .views import STORAGE_REF, base_url, own_file_key, prediction
 router = APIRouter(prefix="/api/v3")
 TERMINAL = ("completed", "failed", "cancelled")
 SYNC_POLL_SECONDS = 0.25
+SYNC_TIMEOUT_CODE = 5004
 
 
 def services_of(request: Request) -> Services:
@@ -117,6 +118,7 @@ def _wait(services: Services, request: Request, job_id: str, key_id: str):
         time.sleep(SYNC_POLL_SECONDS)
     data = prediction(services, base_url(services, request), job)
     if job.state not in TERMINAL:
+        data.code = SYNC_TIMEOUT_CODE  # how WaveSpeed's SDK recognises a sync timeout, whatever the status
         data.error = (
             f"Sync mode timed out after {services.settings.sync_timeout_seconds:g} s; the job goes on: "
             f"poll {data.urls.get}"

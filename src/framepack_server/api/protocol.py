@@ -84,6 +84,7 @@ class Prediction(BaseModel):
     input: dict[str, Any] | None = None
     progress: ProgressInfo | None = None
     seed: int | None = Field(default=None, description="extension: the seed used")
+    code: int | None = Field(default=None, description="5004 when sync mode timed out (the job goes on)")
 
 
 class PredictionEnvelope(BaseModel):

@@ -63,7 +63,7 @@ def ticket(
     )
 
 
-@router.put(PUT_PATH, summary="Upload the bytes of a ticket (signed URL, no Authorization header)")
+@router.put("/media/uploads/{upload_id}", summary="Upload the bytes of a ticket (signed URL, no Authorization header)")
 async def put_bytes(
     upload_id: str, request: Request, expires: Annotated[str, Query()] = "", sig: Annotated[str, Query()] = ""
 ) -> dict:

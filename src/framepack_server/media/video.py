@@ -102,7 +102,10 @@ class Mp4Writer:
             # range; say so in the stream, or players guess (often BT.709 for HD sizes).
             ctx.colorspace = ctx.color_primaries = ctx.color_trc = _SMPTE170M
             ctx.color_range = _MPEG_RANGE
-            stream.options = {"crf": str(int(crf)), "preset": str(preset)}
+            # mbtree=0: x264's macroblock-tree rate control made identical frames encode differently
+            # from run to run (threads finish in varying order); without it the same frames give the
+            # same file, so a resumed job's video equals an uninterrupted run's byte for byte.
+            stream.options = {"crf": str(int(crf)), "preset": str(preset), "x264-params": "mbtree=0"}
             self._stream = stream
             # Open the file and the encoder now, so a missing folder or a bad preset fails
             # here rather than at the first write (PyAV would otherwise open both lazily).
