@@ -116,3 +116,40 @@ def server(tmp_path_factory, settings):
     srv = Server(data / "data", settings.cache_dir, free_port(), {}).start()
     yield srv
     srv.stop()
+
+
+# ---- helpers shared by the HTTP tests -------------------------------------------------------------
+
+MODEL = "wavespeed-ai/framepack"
+SUBMIT = f"/api/v3/{MODEL}"
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
+    """A smooth test picture (the session's `smooth_image`) as PNG bytes."""
+    import io
+
+    from ..conftest import smooth_image
+
+    buffer = io.BytesIO()
+    smooth_image(width, height, seed).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_uri(seed: int = 0) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(smooth_png(seed)).decode()
+
+
+def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 300.0, interval: float = 0.2) -> dict:
+    """Poll a prediction until it is completed, failed or cancelled; its `data`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/api/v3/predictions/{job_id}/result")
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        if data["status"] in TERMINAL:
+            return data
+        time.sleep(interval)
+    raise AssertionError(f"job {job_id} did not finish within {timeout} s")

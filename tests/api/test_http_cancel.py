@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import base64
-import io
 import sqlite3
 import time
 from contextlib import closing
 
 import httpx
-import numpy as np
 import pytest
 import wavespeed
-from PIL import Image
+
+from .conftest import MODEL, SUBMIT, TERMINAL, smooth_png, wait_terminal
 
 pytestmark = pytest.mark.slow
 
-MODEL = "wavespeed-ai/framepack"
-SUBMIT = f"/api/v3/{MODEL}"
-TERMINAL = ("completed", "failed", "cancelled")
 SMALL = {"prompt": "a cat on a sofa", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
 LONG = {"prompt": "a long river journey", "resolution": "480p", "num_inference_steps": 20, "num_frames": 600}
 SYNC_TIMEOUT_S = 3
@@ -30,15 +26,6 @@ def _short_sync_timeout():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FRAMEPACK_SYNC_TIMEOUT_SECONDS", str(SYNC_TIMEOUT_S))
         yield
-
-
-def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
-    buffer = io.BytesIO()
-    Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 IMAGE = "data:image/png;base64," + base64.b64encode(smooth_png()).decode()
@@ -54,16 +41,6 @@ def poll(client: httpx.Client, job_id: str) -> dict:
     response = client.get(f"/api/v3/predictions/{job_id}/result")
     assert response.status_code == 200, response.text
     return response.json()["data"]
-
-
-def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 240.0, interval: float = 0.1) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = poll(client, job_id)
-        if data["status"] in TERMINAL:
-            return data
-        time.sleep(interval)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def wait_sampling(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict:

@@ -3,8 +3,6 @@ interrupted job's video is frame-for-frame the video of an uninterrupted run of 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sqlite3
 import time
@@ -13,40 +11,14 @@ from contextlib import closing
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from framepack_server.media.video import probe_video, read_frames
 
+from .conftest import SUBMIT, data_uri, wait_terminal
+
 pytestmark = pytest.mark.slow
 
-SUBMIT = "/api/v3/wavespeed-ai/framepack"
-TERMINAL = ("completed", "failed", "cancelled")
 SMALL = {"prompt": "leaves in the wind", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
-
-
-def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
-    buffer = io.BytesIO()
-    Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_uri(seed: int = 0) -> str:
-    return "data:image/png;base64," + base64.b64encode(smooth_png(seed)).decode()
-
-
-def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(f"/api/v3/predictions/{job_id}/result")
-        assert response.status_code == 200, response.text
-        data = response.json()["data"]
-        if data["status"] in TERMINAL:
-            return data
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def db_rows(data_dir, ids: list[str]) -> dict[str, tuple]:

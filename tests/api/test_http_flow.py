@@ -7,52 +7,20 @@ jobs, 404s, 400s that name their field, 401s, and the health and docs pages.
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
 import wavespeed
-from PIL import Image
 
 from framepack_server.media.video import probe_video
 
+from .conftest import MODEL, SUBMIT, TERMINAL, data_uri, smooth_png, wait_terminal
+
 pytestmark = pytest.mark.slow
 
-MODEL = "wavespeed-ai/framepack"
-SUBMIT = f"/api/v3/{MODEL}"
-TERMINAL = ("completed", "failed", "cancelled")
 SMALL = {"prompt": "a calm lake at dawn", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
-
-
-def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
-    """A smooth colour picture as PNG bytes (same recipe as tests/conftest.py's smooth_image)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
-    buffer = io.BytesIO()
-    Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_uri(seed: int = 0) -> str:
-    return "data:image/png;base64," + base64.b64encode(smooth_png(seed)).decode()
-
-
-def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 240.0, interval: float = 0.2) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(f"/api/v3/predictions/{job_id}/result")
-        assert response.status_code == 200, response.text
-        data = response.json()["data"]
-        if data["status"] in TERMINAL:
-            return data
-        time.sleep(interval)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def download_video(url: str, tmp_path, name: str = "out.mp4"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 import subprocess
 import sys
@@ -12,42 +10,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-from PIL import Image
 
 from framepack_server.storage.signing import UrlSigner
 
+from .conftest import SUBMIT, data_uri, smooth_png, wait_terminal
+
 pytestmark = pytest.mark.slow
 
-SUBMIT = "/api/v3/wavespeed-ai/framepack"
-TERMINAL = ("completed", "failed", "cancelled")
 SMALL = {"prompt": "a quiet harbour", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
-
-
-def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
-    buffer = io.BytesIO()
-    Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_uri(seed: int = 0) -> str:
-    return "data:image/png;base64," + base64.b64encode(smooth_png(seed)).decode()
-
-
-def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 240.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(f"/api/v3/predictions/{job_id}/result")
-        assert response.status_code == 200, response.text
-        data = response.json()["data"]
-        if data["status"] in TERMINAL:
-            return data
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def cli(data_dir, *args: str) -> list[str]:

@@ -4,7 +4,6 @@ runs twice."""
 from __future__ import annotations
 
 import base64
-import io
 import sqlite3
 import threading
 import time
@@ -12,26 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+
+from .conftest import SUBMIT, TERMINAL, smooth_png
 
 pytestmark = pytest.mark.slow
 
-SUBMIT = "/api/v3/wavespeed-ai/framepack"
-TERMINAL = ("completed", "failed", "cancelled")
 SMALL = {"prompt": "a busy street", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
 CLIENTS = 10
 PER_CLIENT = 5
-
-
-def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
-    buffer = io.BytesIO()
-    Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module", autouse=True)

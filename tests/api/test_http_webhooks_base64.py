@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import subprocess
 import sys
@@ -15,43 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from PIL import Image
 
 from framepack_server.api.webhooks import SIGNATURE_HEADER, verify_signature
 from framepack_server.media.video import probe_video
 
+from .conftest import SUBMIT, data_uri, wait_terminal
+
 pytestmark = pytest.mark.slow
 
-SUBMIT = "/api/v3/wavespeed-ai/framepack"
-TERMINAL = ("completed", "failed", "cancelled")
 SMALL = {"prompt": "waves on a shore", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
-
-
-def smooth_png(seed: int = 0, width: int = 120, height: int = 80) -> bytes:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(2 * np.pi * (rng.random() * 2 * x + rng.random() * 2 * y) + rng.random() * 6) for _ in "rgb"]
-    buffer = io.BytesIO()
-    Image.fromarray(((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def data_uri(seed: int = 0) -> str:
-    return "data:image/png;base64," + base64.b64encode(smooth_png(seed)).decode()
-
-
-def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 240.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(f"/api/v3/predictions/{job_id}/result")
-        assert response.status_code == 200, response.text
-        data = response.json()["data"]
-        if data["status"] in TERMINAL:
-            return data
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 def total_jobs(client: httpx.Client) -> int:
