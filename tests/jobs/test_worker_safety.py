@@ -84,3 +84,39 @@ def test_disabled_check_runs_no_check(tmp_path, engines, image):
 def test_unavailable_checker_fails_jobs_that_ask_for_it(tmp_path, engines, image):
     job, _ = _run(tmp_path, engines, image, "classifier: model not downloaded")
     assert job.state == "failed" and "safety checker is not available" in job.error
+
+
+class _OutOfMemoryEngine:
+    """An engine whose render runs out of GPU memory, as a too-large job does on a small card."""
+
+    settings = None
+
+    def render(self, *args, **kwargs):
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def test_out_of_memory_fails_the_job_and_the_worker_runs_the_next(tmp_path, engines, image):
+    store = JobStore(Database(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    storage = LocalStorage(tmp_path / "files")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    storage.put_bytes("inputs/a/image.png", buffer.getvalue())
+    params = GenerationParams.parse(
+        image="storage:inputs/a/image.png", prompt="a lake", model="tiny", resolution="480p",
+        num_frames=30, num_inference_steps=4, seed=3,
+    ).model_dump()  # fmt: skip
+    first = store.submit("k", "wavespeed-ai/framepack", params)
+    second = store.submit("k", "wavespeed-ai/framepack", params)
+    class OneEngineAJob:  # the first job gets the failing engine, the second the real one
+        sequence = iter([_OutOfMemoryEngine(), engines.get("tiny")])
+
+        def get(self, model):
+            return next(self.sequence)
+
+    worker = Worker(store, storage, OneEngineAJob(), tmp_path / "work")
+    assert worker.run_once() and worker.run_once()
+    failed, done = store.get(first.id), store.get(second.id)
+    assert failed.state == "failed" and failed.error.startswith("out of GPU memory")
+    assert done.state == "completed"
