@@ -57,14 +57,17 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()}")
-            match = re.search(r"API key \(shown once.*\): (\S+)", self.log_path.read_text())
-            if match and self.key is None:
-                self.key = match.group(1)
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
+                healthy = httpx.get(self.url + "/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                healthy = False
+            text = self.log_path.read_text()
+            if healthy and f"framepack-server on http://127.0.0.1:{self.port}" in text:  # ours, not a stray one
+                # The key is printed before the server listens: read it only once it answers.
+                match = re.search(r"API key \(shown once.*\): (\S+)", text)
+                if match and self.key is None:
+                    self.key = match.group(1)
+                return self
             time.sleep(0.2)
         raise RuntimeError(f"server did not start: {self.log_path.read_text()}")
 
