@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error envelopes, health."""
+"""The FastAPI application: routes, error envelopes, health, and the web page at `/`."""
 
 from __future__ import annotations
 
