@@ -37,7 +37,8 @@ def engines(settings):
     return EngineCache(lambda model: fp)
 
 
-def _run(tmp_path, engines, image, safety, policy="flag", check=True):
+def _setup(tmp_path, image, num_frames=40):
+    """A job store, a storage holding the uploaded picture, and a request on it."""
     store = JobStore(Database(f"sqlite:///{tmp_path / 'jobs.db'}"))
     storage = LocalStorage(tmp_path / "files")
     buffer = io.BytesIO()
@@ -45,9 +46,14 @@ def _run(tmp_path, engines, image, safety, policy="flag", check=True):
     storage.put_bytes("inputs/a/image.png", buffer.getvalue())
     params = GenerationParams.parse(
         image="storage:inputs/a/image.png", prompt="a lake", model="tiny", resolution="480p",
-        num_frames=40, num_inference_steps=4, seed=3,
-    )  # fmt: skip
-    job = store.submit("k", "wavespeed-ai/framepack", params.model_dump(), options={"enable_safety_checker": check})
+        num_frames=num_frames, num_inference_steps=4, seed=3,
+    ).model_dump()  # fmt: skip
+    return store, storage, params
+
+
+def _run(tmp_path, engines, image, safety, policy="flag", check=True):
+    store, storage, params = _setup(tmp_path, image)
+    job = store.submit("k", "wavespeed-ai/framepack", params, options={"enable_safety_checker": check})
     worker = Worker(store, storage, engines, tmp_path / "work", safety=safety, safety_policy=policy)
     assert worker.run_once()
     return store.get(job.id), storage
@@ -98,17 +104,10 @@ class _OutOfMemoryEngine:
 
 
 def test_out_of_memory_fails_the_job_and_the_worker_runs_the_next(tmp_path, engines, image):
-    store = JobStore(Database(f"sqlite:///{tmp_path / 'jobs.db'}"))
-    storage = LocalStorage(tmp_path / "files")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    storage.put_bytes("inputs/a/image.png", buffer.getvalue())
-    params = GenerationParams.parse(
-        image="storage:inputs/a/image.png", prompt="a lake", model="tiny", resolution="480p",
-        num_frames=30, num_inference_steps=4, seed=3,
-    ).model_dump()  # fmt: skip
+    store, storage, params = _setup(tmp_path, image, num_frames=30)
     first = store.submit("k", "wavespeed-ai/framepack", params)
     second = store.submit("k", "wavespeed-ai/framepack", params)
+
     class OneEngineAJob:  # the first job gets the failing engine, the second the real one
         sequence = iter([_OutOfMemoryEngine(), engines.get("tiny")])
 
