@@ -84,6 +84,12 @@ class _Run:
     generated: list[torch.Tensor] = field(default_factory=list)  # per section, generation order
     steps_timed: int = 0
     sampling_time: float = 0.0
+    decode_time: float = 0.0
+    windows_decoded: int = 0
+
+    def decode_eta(self, windows_left: int) -> float:
+        """Seconds to decode the windows left, from the windows decoded so far (0 before any)."""
+        return self.decode_time / self.windows_decoded * windows_left if self.windows_decoded else 0.0
 
 
 class Engine:
@@ -291,6 +297,7 @@ class Engine:
             run.steps_timed += 1
             per_step = (run.sampling_time + time.monotonic() - started) / run.steps_timed
             todo = len(run.plan) * steps - (section.index * steps + i + 1)
+            windows_left = len(run.plan) - run.windows_decoded
             preview = None
             if run.on_progress is not None:
                 preview = latent_preview(x0, self.latent_rgb, self.components.vae.config.scaling_factor)
@@ -298,7 +305,7 @@ class Engine:
                 run.on_progress,
                 Progress(
                     "sampling", section.index + 1, len(run.plan), i + 1, total,
-                    time.monotonic() - run.started, per_step * todo, 0, preview,
+                    time.monotonic() - run.started, per_step * todo + run.decode_eta(windows_left), 0, preview,
                 ),
             )  # fmt: skip
 
@@ -326,16 +333,19 @@ class Engine:
         span = self._latent_span(run, a, b)
         vae = self.components.vae
         self._check_cancel(run)
+        started = time.monotonic()
         with self.placement.use("vae"):
             latents = span.to(self.device, vae.dtype) / vae.config.scaling_factor
             pixels = vae.decode(latents, return_dict=False)[0].float().cpu()
+        run.decode_time += time.monotonic() - started
+        run.windows_decoded += 1
         out = blender.push(pixels, last=j == len(windows) - 1)
         frames = (out[0].clamp(-1, 1) * 127.5 + 127.5).to(torch.uint8).permute(1, 2, 3, 0).numpy()
         self._emit(
             run.on_progress,
             Progress(
                 "decoding", min(j + 1, len(run.plan)), len(run.plan), j + 1, len(windows),
-                time.monotonic() - run.started, None, 0,
+                time.monotonic() - run.started, run.decode_eta(len(windows) - j - 1), 0,
             ),
         )  # fmt: skip
         return frames
