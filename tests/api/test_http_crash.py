@@ -18,6 +18,7 @@ from .conftest import SUBMIT, data_uri, wait_terminal
 
 pytestmark = pytest.mark.slow
 
+SECTIONS = 9
 SMALL = {"prompt": "leaves in the wind", "resolution": "480p", "num_inference_steps": 4, "num_frames": 30}
 
 
@@ -45,8 +46,8 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
         "image": data_uri(3),
         "prompt": "a lighthouse in a storm",
         "resolution": "480p",
-        "num_inference_steps": 8,
-        "num_frames": 140,
+        "num_inference_steps": 16,
+        "num_frames": 300,  # 9 sections: after the second one, several remain when the kill comes
         "latent_window_size": 9,
         "seed": 424242,
     }
@@ -63,7 +64,7 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
             if progress.get("phase") == "sampling" and progress.get("section", 0) >= 2:
                 break
             time.sleep(0.05)
-        assert progress["sections"] == 4  # 140 frames, latent window 9: ceil(139 / 36)
+        assert progress["sections"] == SECTIONS  # 300 frames, latent window 9: ceil(299 / 36)
         server.kill()  # SIGKILL, no clean-up
 
     first_log = server.log_path.read_text()
@@ -72,7 +73,7 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
     assert all(at_kill[job][:2] == ("created", 0) for job in queued), at_kill
     checkpoints = server.data_dir / "work" / "checkpoints" / interrupted
     sections_done = json.loads((checkpoints / "state.json").read_text())["sections_done"]
-    assert 1 <= sections_done < 4  # killed mid-job, with some sections to resume from
+    assert 1 <= sections_done < SECTIONS  # killed mid-job, with some sections to resume from
 
     server.start()  # same data folder, same environment
     with server.client() as client:
@@ -90,7 +91,7 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
         assert (first_log + second_log).count(f"job {job} completed") == 1, job
     assert first_log.count(f"job {interrupted} (attempt 1)") == 1
     assert second_log.count(f"job {interrupted} (attempt 2)") == 1
-    assert f"resuming after section {sections_done} of 4" in second_log
+    assert f"resuming after section {sections_done} of {SECTIONS}" in second_log
     for job in queued:
         assert f"job {job} (attempt" not in first_log
         assert second_log.count(f"job {job} (attempt 1)") == 1
@@ -104,7 +105,7 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
     # the resumed video is the uninterrupted video, decoded frame for frame
     resumed = video_frames(done[interrupted]["outputs"][0], tmp_path / "resumed.mp4")
     uninterrupted = video_frames(ref_data["outputs"][0], tmp_path / "reference.mp4")
-    assert resumed.shape == (140, 48, 80, 3)
+    assert resumed.shape == (300, 48, 80, 3)
     differing = [i for i in range(len(resumed)) if not np.array_equal(resumed[i], uninterrupted[i])]
     assert np.array_equal(resumed, uninterrupted), (
         f"{len(differing)} of {len(resumed)} decoded frames differ (first: {differing[:10]}), "
