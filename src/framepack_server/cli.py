@@ -66,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", dest="run_worker", action="store_false", default=None, help="API only")
     _add_server_options(serve)
 
+    worker = sub.add_parser("worker", help="run one worker (no API) on the job database")
+    worker.add_argument("--model-family", help="real (FramePack weights, default) or tiny (random, offline)")
+    _add_server_options(worker)
+
+    status = sub.add_parser("status", help="queue depth and running jobs with their worker and progress")
+    _add_server_options(status)
+
+    db = sub.add_parser("db", help="the job database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    _add_server_options(db_sub.add_parser("upgrade", help="run the Alembic migrations up to the latest"))
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (printed once)")
@@ -166,6 +177,40 @@ def _server_settings(args: argparse.Namespace):
     return get_server_settings(**{n: getattr(args, n, None) for n in names})
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from .server import run_worker
+
+    run_worker(_server_settings(args))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .api.services import build_services
+
+    jobs = build_services(_server_settings(args)).jobs
+    counts = jobs.counts()
+    print("jobs: " + ", ".join(f"{state} {count}" for state, count in counts.items()))
+    running, _total = jobs.list(None, page=1, page_size=100, states=["processing"])
+    for job in running:
+        p = job.progress or {}
+        where = (
+            f"section {p.get('section', '?')}/{p.get('sections', '?')} step {p.get('step', '?')}/{p.get('steps', '?')}"
+        )
+        lease = f"lease until {job.lease_until:%H:%M:%S}" if job.lease_until else "no lease"
+        print(f"  {job.id}  {job.model:<28} {job.worker_id or '-':<18} {where:<26} {lease}")
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from .jobs.db import upgrade_database
+
+    settings = _server_settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.database_url)
+    print(f"database at the latest schema: {settings.database_url}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import serve
 
@@ -199,6 +244,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "generate": _generate, "models": _models, "download": _download, "serve": _serve, "keys": _keys,
+    "worker": _worker, "status": _status, "db": _db,
 }  # fmt: skip
 
 

@@ -52,20 +52,35 @@ def load_safety(settings: ServerSettings):
     return checker
 
 
-def start_worker(services: Services) -> threading.Thread:
+def make_worker(services: Services):
+    """The worker for this process's device, with the settings' safety checker and fetch policy."""
     from .generator import FramePack
     from .jobs.worker import EngineCache, Worker
 
     settings = services.settings
     engines = EngineCache(lambda model: FramePack(model, settings=settings))
-    worker = Worker(
+    return Worker(
         services.jobs, services.storage, engines, settings.data_dir / "work",
         lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
         safety=load_safety(settings), safety_policy=settings.safety_policy, fetch_policy=settings.fetch_policy,
     )  # fmt: skip
-    thread = threading.Thread(target=worker.run_forever, daemon=True, name="worker")
+
+
+def start_worker(services: Services) -> threading.Thread:
+    thread = threading.Thread(target=make_worker(services).run_forever, daemon=True, name="worker")
     thread.start()
     return thread
+
+
+def run_worker(settings: ServerSettings) -> None:
+    """`framepack worker`: one worker, no API, on the shared database (one process per device)."""
+    services = build_services(settings)
+    worker = make_worker(services)
+    print(f"{worker.worker_id} on {settings.device or 'the best device'}, database {settings.database_url}", flush=True)
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        worker.stop_event.set()
 
 
 def first_key(services: Services) -> str | None:

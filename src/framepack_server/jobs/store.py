@@ -316,11 +316,16 @@ class JobStore:
         with self.db.session(write=False) as session:
             return [Job.from_row(row) for row in session.scalars(query)]
 
-    def list(self, key_id: str | None, page: int = 1, page_size: int = 20) -> tuple[list[Job], int]:
-        """One page of jobs, newest first, and the total; ``key_id=None`` lists every key's jobs."""
+    def list(
+        self, key_id: str | None, page: int = 1, page_size: int = 20, states: list[str] | None = None
+    ) -> tuple[list[Job], int]:
+        """One page of jobs, newest first, and the total; ``key_id=None`` lists every key's jobs,
+        ``states`` keeps only jobs in those states."""
         if page < 1 or page_size < 1:
             raise ValueError("page and page_size must be at least 1")
         condition = JobRow.key_id == key_id if key_id is not None else JobRow.id.is_not(None)
+        if states is not None:
+            condition = condition & JobRow.state.in_(states)
         query = select(JobRow).where(condition).order_by(JobRow.seq.desc())
         with self.db.session(write=False) as session:
             total = session.scalar(select(func.count()).select_from(JobRow).where(condition)) or 0
