@@ -156,3 +156,17 @@ def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 300.0, int
             return data
         time.sleep(interval)
     raise AssertionError(f"job {job_id} did not finish within {timeout} s")
+
+
+def with_query(url: str, **changes: str | None) -> str:
+    """``url`` with some query parameters changed (None drops one)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for name, value in changes.items():
+        if value is None:
+            query.pop(name, None)
+        else:
+            query[name] = value
+    return parts._replace(query=urlencode(query)).geturl()

@@ -8,7 +8,7 @@ jobs, 404s, 400s that name their field, 401s, and the health and docs pages.
 from __future__ import annotations
 
 import time
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -16,7 +16,7 @@ import wavespeed
 
 from framepack_server.media.video import probe_video
 
-from .conftest import MODEL, SUBMIT, TERMINAL, data_uri, smooth_png, wait_terminal
+from .conftest import MODEL, SUBMIT, TERMINAL, data_uri, smooth_png, wait_terminal, with_query
 
 pytestmark = pytest.mark.slow
 
@@ -37,18 +37,6 @@ def total_jobs(client: httpx.Client) -> int:
     response = client.get("/api/v3/predictions", params={"page_size": 1})
     assert response.status_code == 200, response.text
     return response.json()["data"]["total"]
-
-
-def with_query(url: str, **changes: str | None) -> str:
-    """``url`` with some query parameters changed (None drops one)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    for name, value in changes.items():
-        if value is None:
-            query.pop(name, None)
-        else:
-            query[name] = value
-    return parts._replace(query=urlencode(query)).geturl()
 
 
 def sdk(server) -> wavespeed.Client:

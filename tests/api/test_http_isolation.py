@@ -6,14 +6,14 @@ import re
 import subprocess
 import sys
 import time
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
 from framepack_server.storage.signing import UrlSigner
 
-from .conftest import SUBMIT, data_uri, smooth_png, wait_terminal
+from .conftest import SUBMIT, data_uri, smooth_png, wait_terminal, with_query
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +38,6 @@ def create_key(data_dir, name: str) -> tuple[str, str]:
     match = re.search(r"\(key (\S+) ", lines[1])
     assert match, lines
     return lines[0].strip(), match.group(1)
-
-
-def with_query(url: str, **changes: str | None) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    for name, value in changes.items():
-        if value is None:
-            query.pop(name, None)
-        else:
-            query[name] = value
-    return parts._replace(query=urlencode(query)).geturl()
 
 
 @pytest.fixture(scope="module")

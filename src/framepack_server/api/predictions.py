@@ -14,16 +14,16 @@ from pydantic import ValidationError
 
 from ..engine.request import GenerationParams
 from ..errors import InputError
+from ..jobs.store import STORAGE_REF
 from ..media.fetch import check_url
 from ..media.images import load_image
 from .auth import require_key
 from .limits import check_queue_cap
 from .protocol import PredictionEnvelope, PredictionInput, PredictionPage, PredictionPageEnvelope
 from .services import Services
-from .views import STORAGE_REF, base_url, own_file_key, prediction
+from .views import base_url, own_file_key, prediction
 
 router = APIRouter(prefix="/api/v3")
-TERMINAL = ("completed", "failed", "cancelled")
 SYNC_POLL_SECONDS = 0.25
 SYNC_TIMEOUT_CODE = 5004
 
@@ -113,11 +113,11 @@ def _wait(services: Services, request: Request, job_id: str, key_id: str):
     deadline = time.monotonic() + services.settings.sync_timeout_seconds
     while True:
         job = services.jobs.get(job_id, key_id)
-        if job.state in TERMINAL or time.monotonic() >= deadline:
+        if job.state.terminal or time.monotonic() >= deadline:
             break
         time.sleep(SYNC_POLL_SECONDS)
     data = prediction(services, base_url(services, request), job)
-    if job.state not in TERMINAL:
+    if not job.state.terminal:
         data.code = SYNC_TIMEOUT_CODE  # how WaveSpeed's SDK recognises a sync timeout, whatever the status
         data.error = (
             f"Sync mode timed out after {services.settings.sync_timeout_seconds:g} s; the job goes on: "

@@ -23,7 +23,8 @@ from .services import Services
 from .views import base_url, signed_file_url
 
 router = APIRouter(prefix="/api/v3")
-PUT_PATH = "/api/v3/media/uploads/{upload_id}"
+PUT_ROUTE = "/media/uploads/{upload_id}"
+PUT_PATH = router.prefix + PUT_ROUTE  # what the URL is signed for
 
 
 def _safe_name(filename: str | None) -> str:
@@ -63,7 +64,7 @@ def ticket(
     )
 
 
-@router.put("/media/uploads/{upload_id}", summary="Upload the bytes of a ticket (signed URL, no Authorization header)")
+@router.put(PUT_ROUTE, summary="Upload the bytes of a ticket (signed URL, no Authorization header)")
 async def put_bytes(
     upload_id: str, request: Request, expires: Annotated[str, Query()] = "", sig: Annotated[str, Query()] = ""
 ) -> dict:

@@ -8,12 +8,11 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from ..jobs.store import Job
+from ..jobs.store import STORAGE_REF, Job
 from .protocol import Prediction, ProgressInfo, Timings, Urls
 from .services import Services
 
 FILES_PREFIX = "/api/v3/files/"
-STORAGE_REF = "storage:"
 
 
 def base_url(services: Services, request: Request) -> str:

@@ -21,6 +21,9 @@ from sqlalchemy.orm import Session
 from .db import Database
 from .tables import JobRow, as_utc, new_id, utcnow
 
+# How a job's params point at a picture in our own storage ("storage:<key>"): the API writes it, the worker reads it.
+STORAGE_REF = "storage:"
+
 
 class JobState(StrEnum):
     CREATED = "created"

@@ -29,10 +29,9 @@ from ..media.images import load_image
 from ..media.safety import SafetyChecker, SafetyVerdict, sample_frames
 from ..progress import describe
 from ..storage.base import Storage
-from .store import Job, JobStore
+from .store import STORAGE_REF, Job, JobStore
 
 log = logging.getLogger(__name__)
-STORAGE_REF = "storage:"
 PREVIEW_EVERY_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 0.25
 REQUEUE_EVERY_SECONDS = 1.0  # how often an idle worker looks for jobs whose worker died
