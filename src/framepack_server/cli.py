@@ -66,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", dest="run_worker", action="store_false", default=None, help="API only")
     _add_server_options(serve)
 
-    worker = sub.add_parser("worker", help="run one worker (no API) on the job database")
+    worker = sub.add_parser("worker", help="run one worker (no API) on the job database; SIGTERM stops it gracefully")
     worker.add_argument("--model-family", help="real (FramePack weights, default) or tiny (random, offline)")
+    worker.add_argument("--worker-id", help="this worker's name in status and metrics (default: host-pid-random)")
+    worker.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics of this worker on this port")
+    worker.add_argument("--host", help="address for --metrics-port (default 127.0.0.1)")
     _add_server_options(worker)
 
     status = sub.add_parser("status", help="queue depth and running jobs with their worker and progress")
@@ -92,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="job database, files and checkpoints")
-    p.add_argument("--database", help="SQLAlchemy database URL (default: SQLite in --data-dir)")
+    p.add_argument("--database", help="postgresql://user:pw@host/db or another SQLAlchemy URL (default: SQLite)")
+    p.add_argument("--storage", help="s3://bucket/prefix or a local folder (default: DATA_DIR/files)")
+    p.add_argument("--storage-endpoint-url", help="S3 endpoint for MinIO, Ceph, R2 ... (keys: AWS_* variables)")
+    p.add_argument("--lease-seconds", type=float, help="how long a silent worker keeps a job (default 30)")
+    p.add_argument("--max-attempts", type=int, help="tries per job before it fails (default 3)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: best available)")
     p.add_argument("--memory", help="auto, resident, offload, group or cpu (default auto)")
     _add_model_options(p)
@@ -113,9 +120,9 @@ def _settings(args: argparse.Namespace):
 def _generate(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .engine.checkpoint import FolderCheckpoint
     from .engine.request import GenerationParams
     from .generator import FramePack, read_images
+    from .jobs.checkpoints import FolderCheckpoint
     from .progress import ProgressBar
 
     fields = {k: getattr(args, k) for k in REQUEST_FIELDS if getattr(args, k) is not None}
@@ -173,7 +180,8 @@ def _server_settings(args: argparse.Namespace):
     from .config import get_server_settings
 
     names = ("host", "port", "model_family", "no_auth", "run_worker", "data_dir", "database", "device",
-             "memory", "model_dir", "cache_dir")  # fmt: skip
+             "memory", "model_dir", "cache_dir", "storage", "storage_endpoint_url", "lease_seconds", "max_attempts",
+             "worker_id", "metrics_port")  # fmt: skip
     return get_server_settings(**{n: getattr(args, n, None) for n in names})
 
 
@@ -185,19 +193,33 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from .api.services import build_services
 
-    jobs = build_services(_server_settings(args)).jobs
-    counts = jobs.counts()
-    print("jobs: " + ", ".join(f"{state} {count}" for state, count in counts.items()))
-    running, _total = jobs.list(None, page=1, page_size=100, states=["processing"])
+    services = build_services(_server_settings(args))
+    counts = services.jobs.counts()
+    oldest = services.jobs.oldest_waiting()
+    now = datetime.now(UTC)
+    waited = f", oldest waiting {(now - oldest).total_seconds():.0f} s" if oldest else ""
+    print(f"queue: {counts['created']} waiting{waited}; " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    running, _total = services.jobs.list(None, page=1, page_size=100, states=["processing"])
+    print(f"running: {len(running)}")
     for job in running:
         p = job.progress or {}
-        where = (
-            f"section {p.get('section', '?')}/{p.get('sections', '?')} step {p.get('step', '?')}/{p.get('steps', '?')}"
-        )
-        lease = f"lease until {job.lease_until:%H:%M:%S}" if job.lease_until else "no lease"
-        print(f"  {job.id}  {job.model:<28} {job.worker_id or '-':<18} {where:<26} {lease}")
+        where = f"section {p.get('section', '?')}/{p.get('sections', '?')} "
+        where += f"step {p.get('step', '?')}/{p.get('steps', '?')}"
+        eta = f"eta {p['eta_seconds']:.0f} s" if p.get("eta_seconds") is not None else ""
+        lease = f"lease {(job.lease_until - now).total_seconds():+.0f} s" if job.lease_until else "no lease"
+        print(f"  {job.id}  {job.model:<28} {job.worker_id or '-':<24} {where:<26} {eta:<10} {lease}")
+    workers = [w for w in services.roster.list() if w.state != "stopped" or (now - w.last_seen).total_seconds() < 3600]
+    print(f"workers: {len(workers)}")
+    for w in workers:
+        seen = (now - w.last_seen).total_seconds()
+        gpu = f" gpu {w.gpu_memory_bytes / 2**30:.1f} GiB" if w.gpu_memory_bytes is not None else ""
+        job = f" job {w.job_id}" if w.job_id else ""
+        print(f"  {w.id:<24} {w.host}:{w.pid} {w.device:<8} {w.state:<8} last heartbeat {seen:.0f} s ago, "
+              f"{w.jobs_done} done{gpu}{job}")  # fmt: skip
     return 0
 
 
@@ -222,13 +244,13 @@ def _keys(args: argparse.Namespace) -> int:
     from .api.services import build_services
 
     settings = _server_settings(args)
+    services = build_services(settings)
     if args.keys_command == "webhook-secret":
-        from .storage.signing import load_or_create_secret
+        from .jobs.keys import shared_secret
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        print(load_or_create_secret(settings.data_dir / "webhook.key").hex())
+        print(shared_secret(services.db, "webhook-signing", settings.data_dir / "webhook.key").hex())
         return 0
-    keys = build_services(settings).keys
+    keys = services.keys
     if args.keys_command == "create":
         plaintext, info = keys.create_key(args.name)
         print(f"{plaintext}\n(key {info.id} '{info.name}': shown once, stored hashed)")

@@ -22,7 +22,11 @@ class Settings(BaseSettings):
         default=None, description="a local folder with one sub-folder per repo (<owner>/<name>)"
     )
     device: str | None = Field(default=None, description="cuda, cuda:1, cpu ... (default: best available)")
-    memory: str = Field(default="auto", description="auto, resident, offload, group or cpu")
+    memory: str = Field(default="auto", description="auto, resident, offload, group, cpu, fp8 or fp8-group")
+    attention: str = Field(
+        default="native", description="attention kernel by diffusers' dispatcher name: native, flash, sage ..."
+    )
+    compile: bool = Field(default=False, description="torch.compile the transformer's blocks")
     high_vram_gb: float = Field(default=60.0, description="free GPU memory above which all stays resident")
     preserved_memory_gb: float = Field(default=6.0, description="GPU memory kept free for activations")
     auto_download: bool = Field(default=True, description="fetch missing weights when online")
@@ -55,7 +59,21 @@ class ServerSettings(Settings):
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Field(default_factory=_default_data, description="job database, files, checkpoints")
-    database: str | None = Field(default=None, description="SQLAlchemy URL (default: SQLite in data_dir)")
+    database: str | None = Field(
+        default=None, description="SQLAlchemy URL, e.g. postgresql://user:pw@host/db (default: SQLite in data_dir)"
+    )
+    storage: str | None = Field(
+        default=None, description="s3://bucket/prefix or a local folder (default: data_dir/files)"
+    )
+    storage_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, Ceph, R2 ...)")
+    storage_region: str | None = Field(default=None, description="S3 region (default: from the AWS settings)")
+    storage_presign: bool = Field(
+        default=True,
+        description="S3: hand out presigned bucket URLs for outputs (false: serve them through the API's "
+        "signed /files route, for buckets clients can't reach)",
+    )
+    worker_id: str | None = Field(default=None, description="this worker's name (default: host-pid-random)")
+    metrics_port: int | None = Field(default=None, description="`framepack worker`: serve /metrics on this port")
     public_url: str | None = Field(default=None, description="base URL clients reach us at (default: from request)")
     model_family: str = Field(default="real", description="real (FramePack weights) or tiny (random, offline)")
     no_auth: bool = False
@@ -78,6 +96,10 @@ class ServerSettings(Settings):
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or str(self.data_dir / "files")
 
 
 def get_server_settings(**overrides: object) -> ServerSettings:

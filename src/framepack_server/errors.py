@@ -18,3 +18,8 @@ class ModelNotAvailableError(RuntimeError):
 
 class GenerationCancelled(RuntimeError):
     """The cancel flag was raised; the run stopped at a sampling step."""
+
+
+class GenerationPaused(GenerationCancelled):
+    """The run stopped on request after saving a section checkpoint (a worker shutting down); it
+    resumes from that checkpoint, on this machine or another."""

@@ -100,6 +100,7 @@ class FramePack:
         should_cancel: Callable[[], bool] | None = None,
         checkpoint: CheckpointStore | None = None,
         keep_frames: Sequence[int] = (),
+        should_pause: Callable[[], bool] | None = None,
     ) -> VideoResult:
         """Generate a validated request into ``out`` (written under a temporary name, then renamed).
 
@@ -111,7 +112,7 @@ class FramePack:
         started = time.monotonic()
         frames = self.engine.frames(
             params, image, last_image,
-            on_progress=on_progress, should_cancel=should_cancel, checkpoint=checkpoint,
+            on_progress=on_progress, should_cancel=should_cancel, checkpoint=checkpoint, should_pause=should_pause,
         )  # fmt: skip
         wanted, samples = set(keep_frames), {}
         with Mp4Writer(out, width, height, fps=FPS, crf=self.settings.crf) as writer:

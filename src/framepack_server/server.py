@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import threading
 
 from .api.app import create_app
@@ -15,7 +16,7 @@ from .api.notify import WebhookDispatcher
 from .api.services import Services, build_services
 from .api.webhooks import GuardedWebhookSender
 from .config import ServerSettings
-from .storage.signing import load_or_create_secret
+from .jobs.keys import shared_secret
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def load_safety(settings: ServerSettings):
 
 def make_worker(services: Services):
     """The worker for this process's device, with the settings' safety checker and fetch policy."""
+    from .engine.memory import pick_device
     from .generator import FramePack
     from .jobs.worker import EngineCache, Worker
 
@@ -61,26 +63,48 @@ def make_worker(services: Services):
     engines = EngineCache(lambda model: FramePack(model, settings=settings))
     return Worker(
         services.jobs, services.storage, engines, settings.data_dir / "work",
-        lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+        lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, worker_id=settings.worker_id,
         safety=load_safety(settings), safety_policy=settings.safety_policy, fetch_policy=settings.fetch_policy,
+        roster=services.roster, device=str(pick_device(settings.device)),
     )  # fmt: skip
 
 
-def start_worker(services: Services) -> threading.Thread:
-    thread = threading.Thread(target=make_worker(services).run_forever, daemon=True, name="worker")
-    thread.start()
-    return thread
-
-
 def run_worker(settings: ServerSettings) -> None:
-    """`framepack worker`: one worker, no API, on the shared database (one process per device)."""
+    """`framepack worker`: one worker, no API, on the shared database (one process per device).
+
+    SIGTERM (or Ctrl-C) stops it gracefully: the job in hand finishes its section, is checkpointed and
+    goes back to the queue; a second signal stops at the next sampling step (from the last section).
+    """
     services = build_services(settings)
     worker = make_worker(services)
-    print(f"{worker.worker_id} on {settings.device or 'the best device'}, database {settings.database_url}", flush=True)
-    try:
-        worker.run_forever()
-    except KeyboardInterrupt:
-        worker.stop_event.set()
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signals["count"] += 1
+        now = signals["count"] > 1
+        log.info("%s: %s; %s", worker.worker_id, signal.Signals(signum).name,
+                 "stopping at the next step" if now else "finishing the current section, then stopping")  # fmt: skip
+        worker.request_stop(now=now)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    print(
+        f"{worker.worker_id} on {worker.device}, database {_safe_url(settings.database_url)}, "
+        f"storage {services.storage!r}",
+        flush=True,
+    )
+    worker.run_forever()
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def first_key(services: Services) -> str | None:
@@ -102,10 +126,23 @@ def serve(settings: ServerSettings) -> None:
     print(f"framepack-server on {base}  (models: {', '.join(services.models)}, docs: {base}/docs)", flush=True)
     if key:
         print(f"API key (shown once; `framepack keys create` makes more): {key}", flush=True)
-    secret = load_or_create_secret(settings.data_dir / "webhook.key")
+    secret = shared_secret(services.db, "webhook-signing", settings.data_dir / "webhook.key")
     sender = GuardedWebhookSender(secret, settings.fetch_policy, attempts=settings.webhook_attempts)
     dispatcher = WebhookDispatcher(services, base, sender)
     dispatcher.start()
+    worker, thread = None, None
     if settings.run_worker:
-        start_worker(services)
+        worker = make_worker(services)
+        thread = threading.Thread(target=worker.run_forever, daemon=True, name="worker")
+        thread.start()
+    # uvicorn handles SIGTERM/SIGINT: it stops serving and returns; then the embedded worker finishes
+    # its section, checkpoints and gives its job back (a second Ctrl-C ends the process at once).
     uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="warning")
+    if worker is not None and thread is not None and thread.is_alive():
+        print("stopping the worker after its current section (Ctrl-C again to stop now)", flush=True)
+        worker.request_stop()
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            worker.request_stop(now=True)
+            thread.join(timeout=30)

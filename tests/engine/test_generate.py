@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framepack_server.engine.checkpoint import FolderCheckpoint
 from framepack_server.engine.generate import Engine
 from framepack_server.engine.request import GenerationParams
 from framepack_server.errors import GenerationCancelled, InputError
 from framepack_server.generator import FramePack
+from framepack_server.jobs.checkpoints import FolderCheckpoint
 from framepack_server.media.video import probe_video, read_frames
 
 pytestmark = pytest.mark.slow

@@ -26,9 +26,9 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 from PIL import Image
 
-from framepack_server.engine.checkpoint import FolderCheckpoint
 from framepack_server.engine.conditioning import PROMPT_TEMPLATE, resize_and_center_crop, template_crop_start
 from framepack_server.engine.request import GenerationParams
+from framepack_server.jobs.checkpoints import FolderCheckpoint
 
 pytestmark = pytest.mark.slow
 

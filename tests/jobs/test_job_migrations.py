@@ -13,7 +13,8 @@ from sqlalchemy import inspect
 from framepack_server.jobs.db import Database, _alembic_config, make_engine, upgrade_database
 from framepack_server.jobs.tables import Base
 
-TABLES = {"jobs", "api_keys", "uploads"}
+TABLES = {"jobs", "api_keys", "uploads", "workers", "server_secrets"}
+HEAD = "0002"
 
 
 def _diff(url: str) -> list:
@@ -40,7 +41,7 @@ def test_migrated_schema_equals_the_metadata(tmp_path):
     upgrade_database(url)
     assert _diff(url) == []
     head = ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
-    assert head == "0001" and _revision(url) == head
+    assert head == HEAD and _revision(url) == head
     upgrade_database(url)  # at head already: nothing to do
     assert _revision(url) == head
 
@@ -82,4 +83,4 @@ def test_databases_opened_together_on_a_fresh_file_migrate_once(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _diff(url) == [] and _revision(url) == "0001"
+    assert _diff(url) == [] and _revision(url) == HEAD

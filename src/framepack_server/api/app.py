@@ -8,11 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import InputError
-from . import files, predictions, uploads
+from ..jobs.db import is_unavailable
+from ..storage.base import StorageUnavailable
+from . import files, metrics, predictions, uploads
 from .limits import BodySizeLimit, QueueFull, RateLimit
 from .protocol import ErrorEnvelope
 from .services import Services
@@ -36,6 +39,7 @@ ERRORS = {
         404: "unknown prediction, model or file (or another key's)",
         413: "request body too large",
         429: "rate limit or queue cap; see Retry-After",
+        503: "the job database or the file storage is unreachable for now; see Retry-After",
     }.items()
 }
 
@@ -52,6 +56,20 @@ def create_app(services: Services) -> FastAPI:
     async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
         response = _error(429, f"{exc.field}: {exc.message}", exc.field)
         response.headers["Retry-After"] = "30"
+        return response
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc
+        response = _error(503, "the job database is unavailable; retry shortly")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_error(_request: Request, exc: StorageUnavailable) -> JSONResponse:
+        response = _error(503, f"the file storage is unavailable, retry shortly ({exc})")
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.exception_handler(InputError)
@@ -85,4 +103,5 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(uploads.router, responses=ERRORS)
     app.include_router(files.router, responses=ERRORS)
     app.include_router(predictions.router, responses=ERRORS)
+    app.include_router(metrics.router)
     return app

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from ..config import ServerSettings
 from ..jobs.db import Database, upgrade_database
-from ..jobs.keys import KeyStore
+from ..jobs.keys import KeyStore, shared_secret
+from ..jobs.roster import Roster
 from ..jobs.store import JobStore
 from ..jobs.uploads import UploadStore
-from ..storage.base import Storage
-from ..storage.local import LocalStorage
-from ..storage.signing import UrlSigner, load_or_create_secret
+from ..storage.base import Storage, open_storage
+from ..storage.signing import UrlSigner
 
 # Our model paths, by model family: which engine model serves each API model path.
 FAMILIES = {
@@ -28,6 +28,7 @@ class Services:
     jobs: JobStore
     keys: KeyStore
     uploads: UploadStore
+    roster: Roster
     storage: Storage
     signer: UrlSigner
 
@@ -49,6 +50,9 @@ def build_services(settings: ServerSettings) -> Services:
         jobs=JobStore(db),
         keys=KeyStore(db),
         uploads=UploadStore(db),
-        storage=LocalStorage(settings.data_dir / "files"),
-        signer=UrlSigner(load_or_create_secret(settings.data_dir / "secret.key")),
+        roster=Roster(db),
+        storage=open_storage(
+            settings.storage_url, endpoint_url=settings.storage_endpoint_url, region=settings.storage_region
+        ),
+        signer=UrlSigner(shared_secret(db, "url-signing", settings.data_dir / "secret.key")),
     )

@@ -24,6 +24,15 @@ def signed_file_url(services: Services, base: str, key: str, ttl: int) -> str:
     return f"{base}{path}?{services.signer.sign(path, ttl)}"
 
 
+def download_url(services: Services, base: str, key: str, ttl: int) -> str:
+    """Where a client downloads an output or preview: a presigned bucket URL when the storage signs
+    its own (S3, unless ``storage_presign`` is off), else our signed /files route."""
+    presign = getattr(services.storage, "presigned_url", None)
+    if presign is not None and services.settings.storage_presign:
+        return presign(key, ttl)
+    return signed_file_url(services, base, key, ttl)
+
+
 def own_file_key(services: Services, url: str) -> str | None:
     """The storage key behind one of our signed file URLs, if ``url`` is one and still valid.
 
@@ -61,12 +70,12 @@ def prediction(services: Services, base: str, job: Job, *, with_input: bool = Tr
         if job.options.get("enable_base64_output"):
             outputs = [base64.b64encode(services.storage.get_bytes(k)).decode() for k in job.outputs]
         else:
-            outputs = [signed_file_url(services, base, k, ttl) for k in job.outputs]
+            outputs = [download_url(services, base, k, ttl) for k in job.outputs]
     progress = None
     if job.state == "processing" and job.progress:
         info = dict(job.progress)
         preview = info.pop("preview_key", None)
-        info["preview"] = signed_file_url(services, base, preview, ttl) if preview else None
+        info["preview"] = download_url(services, base, preview, ttl) if preview else None
         progress = ProgressInfo(**info)
     elapsed = 0
     if job.started_at and job.finished_at:

@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 
 from ..config import Settings, get_settings
-from ..errors import GenerationCancelled, InputError
+from ..errors import GenerationCancelled, GenerationPaused, InputError
+from .acceleration import DEFAULT_ATTENTION, CompileClock, compile_blocks, set_attention
+from .caches import LayoutCache, StepCache
 from .checkpoint import CheckpointStore, fingerprint
 from .conditioning import (
     Conditioning,
@@ -95,11 +97,27 @@ class _Run:
 class Engine:
     """A loaded model on a device. Load once, generate many videos."""
 
-    def __init__(self, components: Components, placement: Placement) -> None:
+    def __init__(
+        self,
+        components: Components,
+        placement: Placement,
+        *,
+        step_cache: StepCache | None = None,
+        layout_cache: LayoutCache | None = None,
+        compile_clock: CompileClock | None = None,
+    ) -> None:
         self.components = components
         self.spec = components.spec
         self.placement = placement
         self.device = placement.device
+        if step_cache is None:  # built here when not by `load` (which puts its hooks around the placement)
+            step_cache = StepCache(components.transformer)
+            step_cache.install_inner()
+            step_cache.install_outer()
+        if layout_cache is None:
+            layout_cache = LayoutCache(components.transformer)
+            layout_cache.install()
+        self.step_cache, self.layout_cache, self.compile_clock = step_cache, layout_cache, compile_clock
         with placement.use("vae"):
             self.latent_rgb = fit_latent_rgb(components.vae)
 
@@ -111,7 +129,10 @@ class Engine:
         settings: Settings | None = None,
         device: str | None = None,
         memory: str | None = None,
+        attention: str | None = None,
+        compile: bool | None = None,
     ) -> Engine:
+        """Load a model. ``attention`` and ``compile`` override the settings' (see `acceleration`)."""
         settings = settings or get_settings()
         spec = get_spec(model)
         dev = pick_device(device or settings.device)
@@ -124,11 +145,30 @@ class Engine:
         )
         free = free_gpu_gb(dev) if dev.type == "cuda" else None
         mode = choose_mode(memory or settings.memory, dev, free, settings.high_vram_gb, settings.preserved_memory_gb)
-        return cls(components, Placement(components, mode, dev))
+        transformer = components.transformer
+        set_attention(transformer, attention or settings.attention, dev)
+        clock = None
+        if settings.compile if compile is None else compile:
+            clock = CompileClock()
+            log.info("compiling %d transformer blocks at their first call", compile_blocks(transformer))
+        # The order of the hooks matters (each wraps the ones before): compiled blocks innermost, then
+        # the step caches' first-block hook, then the memory mode's hooks, then the block-skipping hooks.
+        layout_cache = LayoutCache(transformer)
+        layout_cache.install()
+        step_cache = StepCache(transformer)
+        step_cache.install_inner()
+        placement = Placement(components, mode, dev)
+        step_cache.install_outer()
+        return cls(components, placement, step_cache=step_cache, layout_cache=layout_cache, compile_clock=clock)
 
     @property
     def memory_mode(self) -> MemoryMode:
         return self.placement.mode
+
+    @property
+    def compile_seconds(self) -> float | None:
+        """Seconds spent compiling the transformer so far (None: not compiled)."""
+        return self.compile_clock.seconds if self.compile_clock is not None else None
 
     # ---- conditioning -------------------------------------------------------------------------
 
@@ -175,10 +215,12 @@ class Engine:
         on_progress: ProgressFn | None = None,
         should_cancel: Callable[[], bool] | None = None,
         checkpoint: CheckpointStore | None = None,
+        should_pause: Callable[[], bool] | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield the video as uint8 (T, H, W, 3) chunks in time order, ``num_frames`` in all.
 
-        ``params.seed`` must be concrete (see `GenerationParams.resolved`).
+        ``params.seed`` must be concrete (see `GenerationParams.resolved`). ``should_pause`` is asked
+        after each section's checkpoint is saved; True stops the run there (`GenerationPaused`).
         """
         if params.model != self.spec.name:
             raise InputError("model", f"this engine runs {self.spec.name!r}, not {params.model!r}")
@@ -215,6 +257,8 @@ class Engine:
                 run.generated.append(self._sample_section(run, section))
                 if checkpoint is not None:
                     checkpoint.save_section(run.fingerprint, section.index, run.generated[-1], generator.get_state())
+                    if should_pause is not None and section.index < len(plan) - 1 and should_pause():
+                        raise GenerationPaused(f"paused after section {section.index + 1} of {len(plan)}")
             if forward:  # window k needs sections up to k: decode it now
                 chunk = self._decode_window(run, windows, section.index, blender)
                 remaining = yield from self._trimmed(chunk, remaining)
@@ -251,6 +295,7 @@ class Engine:
     def _sample_section(self, run: _Run, section: Section) -> torch.Tensor:
         params, cond = run.params, run.cond
         lws, steps = params.latent_window_size, params.num_inference_steps
+        ix = section.indices
         one, two, four = history_context(self.spec.order, self._recent_history(run), cond.start_latent)
         if section.is_first and cond.end_latent is not None:
             one = cond.end_latent  # the end image is the 1x history of the last-in-time section
@@ -265,28 +310,34 @@ class Engine:
             "latents_clean": clean.to(self.device, dtype),
             "latents_history_2x": two.to(self.device, dtype),
             "latents_history_4x": four.to(self.device, dtype),
-            **section.indices.as_tensors(self.device),
+            # one set of index tensors per layout, so that the layout cache recognises a repeated layout
+            **self.layout_cache.indices(
+                (str(self.device), *map(tuple, (ix.latents, ix.clean, ix.history_2x, ix.history_4x))),
+                lambda: ix.as_tensors(self.device),
+            ),
         }
         transformer = self.components.transformer
         dev_sigmas = sigmas.to(self.device)
+        step_cache = self.step_cache
 
-        def branch(x: torch.Tensor, t: torch.Tensor, text) -> torch.Tensor:
-            return transformer(
-                hidden_states=x,
-                timestep=t,
-                encoder_hidden_states=text.embeds,
-                encoder_attention_mask=text.mask,
-                pooled_projections=text.pooled,
-                return_dict=False,
-                **inputs,
-            )[0].float()
+        def branch(x: torch.Tensor, t: torch.Tensor, text, name: str) -> torch.Tensor:
+            with step_cache.branch(name):
+                return transformer(
+                    hidden_states=x,
+                    timestep=t,
+                    encoder_hidden_states=text.embeds,
+                    encoder_attention_mask=text.mask,
+                    pooled_projections=text.pooled,
+                    return_dict=False,
+                    **inputs,
+                )[0].float()
 
         def velocity(x: torch.Tensor, i: int) -> torch.Tensor:
             t = (dev_sigmas[i : i + 1] * 1000.0).to(torch.float32)
             xd = x.to(dtype)
-            v = branch(xd, t, cond.positive)
+            v = branch(xd, t, cond.positive, "positive")
             if cond.negative is not None:
-                v_neg = branch(xd, t, cond.negative)
+                v_neg = branch(xd, t, cond.negative, "negative")
                 v = v_neg + params.true_cfg_scale * (v - v_neg)
             return v
 
@@ -310,12 +361,26 @@ class Engine:
             )  # fmt: skip
 
         self._check_cancel(run)
-        with self.placement.use("transformer"):
+        method, threshold = self.step_cache_choice(params)
+        with self.placement.use("transformer"), step_cache.section(method, threshold, steps):
             x = SAMPLERS[params.sampler](
                 lambda x, _sigma, i: velocity(x, i), noise.to(self.device), dev_sigmas, on_step
             )
+            if method is not None:
+                log.info(
+                    "section %d of %d: %s (threshold %g) ran the blocks in %d of %d transformer calls",
+                    section.index + 1, len(run.plan), method, threshold, step_cache.computed, step_cache.calls,
+                )  # fmt: skip
+        if self.compile_clock is not None and (spent := self.compile_clock.lap()) > 0:
+            log.info("section %d: %.1f s spent compiling the transformer blocks", section.index + 1, spent)
         run.sampling_time += time.monotonic() - started
         return x.float().cpu()
+
+    def step_cache_choice(self, params: GenerationParams) -> tuple[str | None, float]:
+        """The step cache a request asks for and its threshold (None: the exact path)."""
+        if params.enable_teacache:
+            return "teacache", params.teacache_threshold
+        return None, 0.0
 
     def _latent_span(self, run: _Run, a: int, b: int) -> torch.Tensor:
         """Latents [a, b) of the finished video's latent sequence [start, generated...]."""

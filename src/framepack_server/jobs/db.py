@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -32,7 +33,14 @@ def _is_memory(url: URL) -> bool:
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL, ``synchronous=NORMAL``, a busy timeout and our own BEGIN."""
     url = make_url(url)
+    if url.drivername in ("postgresql", "postgres"):
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; we ship psycopg 3 (the `postgres` extra).
+        url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() != "sqlite":
+        # pre_ping: after a database restart, stale pooled connections are replaced, not handed out;
+        # a connect timeout, so that an unreachable server is an error in seconds, not a hang.
+        if url.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 5, **kwargs.get("connect_args", {})}
         return create_engine(url, pool_pre_ping=True, **kwargs)
 
     connect_args = {"check_same_thread": False, **kwargs.pop("connect_args", {})}
@@ -128,3 +136,48 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class LeaderLock:
+    """At most one holder among all processes on the database: for work that must run once per
+    deployment (webhook delivery), whichever API replica holds the lock does it.
+
+    PostgreSQL: a session advisory lock on a connection of its own, released by the server when the
+    holder dies or its connection breaks (after which another replica takes it over). SQLite lives on
+    one machine: every caller holds it (one server per SQLite file is the supported set-up).
+    """
+
+    def __init__(self, db: Database, key: int) -> None:
+        self.db, self.key = db, key
+        self._conn: Connection | None = None
+
+    def held(self) -> bool:
+        """Whether this process holds the lock now (taking it if it is free)."""
+        if self.db.dialect != "postgresql":
+            return True
+        try:
+            if self._conn is not None:
+                self._conn.exec_driver_sql("SELECT 1")  # still connected, so still holding it
+                return True
+            conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar():
+                self._conn = conn
+                return True
+            conn.close()
+        except Exception:  # the database is away: nobody can be sure to hold it; try again later
+            self.release()
+        return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            # Invalidate, not close: close() would return the session (and its lock) to the pool.
+            conn.invalidate()
+            conn.close()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (worth retrying), not that a query was wrong."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )

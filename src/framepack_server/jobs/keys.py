@@ -11,11 +11,14 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 
+from ..storage.signing import load_or_create_secret
 from .db import Database
-from .tables import ApiKeyRow, as_utc, new_id, utcnow
+from .tables import ApiKeyRow, SecretRow, as_utc, new_id, utcnow
 
 KEY_PREFIX = "fp_"
 PREFIX_LENGTH = 8
@@ -111,3 +114,24 @@ class KeyStore:
             query = query.where(ApiKeyRow.revoked_at.is_(None))
         with self.db.session(write=False) as session:
             return bool(session.scalar(query))
+
+
+def shared_secret(db: Database, name: str, seed_file: Path) -> bytes:
+    """The server-wide secret ``name``, kept in the database so that every replica on it agrees.
+
+    The first process to ask stores the secret of ``seed_file`` (created if missing: an install that
+    began on one box keeps the URLs and webhook signatures it already handed out); later ones, on any
+    machine, read it back.
+    """
+    with db.session(write=False) as session:
+        row = session.get(SecretRow, name)
+        if row is not None:
+            return bytes.fromhex(row.value)
+    secret = load_or_create_secret(seed_file)
+    try:
+        with db.session() as session:
+            session.add(SecretRow(name=name, value=secret.hex(), created_at=utcnow()))
+    except IntegrityError:  # another replica stored one first: use theirs
+        with db.session(write=False) as session:
+            return bytes.fromhex(session.get(SecretRow, name).value)  # type: ignore[union-attr]
+    return secret

@@ -219,6 +219,16 @@ class JobStore:
                 row.progress = dict(progress)
             return Control(owned=True, cancel_requested=row.cancel_requested)
 
+    def control(self, job_id: str, worker_id: str) -> Control:
+        """What :meth:`heartbeat` would say, without renewing anything (a cheap read for frequent polls)."""
+        query = select(JobRow.state, JobRow.worker_id, JobRow.cancel_requested).where(JobRow.id == job_id)
+        with self.db.session(write=False) as session:
+            row = session.execute(query).first()
+        if row is None:
+            return Control(owned=False, cancel_requested=False)
+        owned = row.state == JobState.PROCESSING and row.worker_id == worker_id
+        return Control(owned=owned, cancel_requested=bool(row.cancel_requested) or row.state == JobState.CANCELLED)
+
     def _finish(self, job_id: str, worker_id: str, state: JobState, **values: Any) -> bool:
         statement = (
             update(JobRow)
@@ -256,6 +266,33 @@ class JobStore:
     def mark_cancelled(self, job_id: str, worker_id: str) -> bool:
         """``cancelled`` (the worker stopped on request), if ``worker_id`` still holds it."""
         return self._finish(job_id, worker_id, JobState.CANCELLED)
+
+    def release(
+        self, job_id: str, worker_id: str, *, max_attempts: int | None = None, reason: str = ""
+    ) -> JobState | None:
+        """Give a held job back. Without ``max_attempts`` (a worker stopping on request, its checkpoint
+        saved) the job goes back to ``created`` and the attempt is not counted. With it (a transient
+        failure such as unreachable storage) the attempt counts: back to ``created``, or ``failed``
+        with ``reason`` once ``max_attempts`` are spent. A cancel asked meanwhile wins. Returns the
+        new state, or None if ``worker_id`` no longer held the job."""
+        query = select(JobRow).where(self._owned(job_id, worker_id))
+        with self.db.session() as session:
+            rows = self._locked(session, query)
+            if not rows:
+                return None
+            row, now = rows[0], self._now()
+            if row.cancel_requested:
+                row.state, row.finished_at = JobState.CANCELLED, now
+            elif max_attempts is not None and row.attempts >= max_attempts:
+                row.state, row.finished_at = JobState.FAILED, now
+                row.error = f"gave up after {row.attempts} attempts: {reason}" if reason else _gave_up(row.attempts)
+            else:
+                row.state = JobState.CREATED
+                if max_attempts is None:
+                    row.attempts = max(0, row.attempts - 1)
+            row.worker_id = None
+            row.lease_until = None
+            return JobState(row.state)
 
     def requeue_expired(self, max_attempts: int, now: datetime | None = None) -> int:
         """Jobs whose lease expired go back to ``created`` (progress kept), or to ``failed`` once they
@@ -295,6 +332,12 @@ class JobStore:
             rows = session.execute(query)
             found = {state: count for state, count in rows}
         return {state.value: found.get(state.value, 0) for state in JobState}
+
+    def oldest_waiting(self) -> datetime | None:
+        """When the oldest ``created`` job was submitted, or None if none waits."""
+        query = select(func.min(JobRow.created_at)).where(JobRow.state == JobState.CREATED)
+        with self.db.session(write=False) as session:
+            return as_utc(session.scalar(query))
 
     def set_webhook_state(self, job_id: str, state: WebhookState | str) -> bool:
         """Record the webhook's delivery (``pending``, ``delivered`` or ``failed``)."""

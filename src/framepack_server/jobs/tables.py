@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the job store: ``jobs`` (the queue), ``api_keys`` and ``uploads``.
+"""SQLAlchemy models of the job store: ``jobs`` (the queue), ``api_keys``, ``uploads``,
+``workers`` and ``server_secrets``.
 
 Every datetime column is a :class:`UTCDateTime`: timezone-aware UTC in Python on every dialect
 (SQLite stores naive UTC text and gives naive datetimes back; they are normalised on read).
@@ -126,3 +127,33 @@ class UploadRow(Base):
     size: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
     completed: Mapped[bool] = mapped_column(default=False)
+
+
+class WorkerRow(Base):
+    """A worker process: where it runs, what it holds, and when it last reported (``framepack status``,
+    ``/metrics``). Informational: the job rows and their leases stay the truth about who runs what."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # idle, busy, stopping, stopped
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)  # allocated now, where there is a GPU
+    gpu_memory_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class SecretRow(Base):
+    """A server-wide secret (URL signing, webhook signing), shared by every API replica and worker
+    that uses the same database, so a URL signed by one replica verifies at another."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # hex
+    created_at: Mapped[datetime]

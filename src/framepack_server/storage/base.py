@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Storage", "validate_key"]
+__all__ = ["Storage", "StorageUnavailable", "open_storage", "validate_key"]
 
 
 def validate_key(key: str) -> str:
@@ -26,6 +26,13 @@ def validate_key(key: str) -> str:
         if part in ("", ".", ".."):
             raise ValueError(f"storage key has an empty, '.' or '..' part: {key!r}")
     return key
+
+
+class StorageUnavailable(RuntimeError):
+    """The object store could not be reached or refused the request (not a missing object).
+
+    Transient by nature: a worker gives the job back to the queue (the attempt counts) rather than
+    failing it at once."""
 
 
 @runtime_checkable
@@ -66,3 +73,18 @@ class Storage(Protocol):
     def size(self, key: str) -> int | None:
         """The object's size in bytes, or ``None`` if it is missing."""
         ...
+
+
+def open_storage(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> Storage:
+    """The storage at ``url``: ``s3://bucket/prefix`` (boto3, the ``s3`` extra) or a local folder."""
+    if url.startswith("s3://"):
+        try:
+            from .s3 import S3Storage
+        except ImportError as exc:  # boto3 missing
+            raise ValueError(f"storage: {url!r} needs boto3: pip install 'framepack-server[s3]' ({exc})") from None
+        return S3Storage.from_url(url, endpoint_url=endpoint_url, region=region)
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(f"storage: {url!r} is neither s3://bucket/prefix nor a local folder")
+    from .local import LocalStorage
+
+    return LocalStorage(url.removeprefix("file://"))

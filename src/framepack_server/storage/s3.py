@@ -14,7 +14,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from framepack_server.storage.base import validate_key
+from framepack_server.storage.base import StorageUnavailable, validate_key
 
 __all__ = ["S3Storage", "StorageUnavailable"]
 
@@ -25,10 +25,6 @@ _T = TypeVar("_T")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the SigV4 limit
-
-
-class StorageUnavailable(RuntimeError):
-    """The object store could not be reached or refused the request (not a missing object)."""
 
 
 def _error_code(exc: ClientError) -> str:
