@@ -96,6 +96,7 @@ class Worker:
         self.abort_event = threading.Event()  # the job in hand: stop at the next step
         self._last_requeue = self._last_report = 0.0
         self._current: Job | None = None
+        self._registered = False
 
     def request_stop(self, *, now: bool = False) -> None:
         """Stop taking jobs; the job in hand finishes its section, is checkpointed and given back
@@ -109,7 +110,6 @@ class Worker:
 
     def run_forever(self, idle_sleep: float = 0.2) -> None:
         log.info("%s started", self.worker_id)
-        self._report_safely("idle", register=True)
         while not self.stop_event.is_set():
             try:
                 if not self.run_once():
@@ -129,7 +129,9 @@ class Worker:
         if now - self._last_requeue >= REQUEUE_EVERY_SECONDS:
             self._last_requeue = now
             self.store.requeue_expired(self.max_attempts)
-        if now - self._last_report >= ROSTER_EVERY_SECONDS:
+        if not self._registered:
+            self._report_safely("idle", register=True)
+        elif now - self._last_report >= ROSTER_EVERY_SECONDS:
             self._report_safely("idle")
         job = self.store.claim(self.worker_id, self.lease)
         if job is None:
@@ -146,6 +148,7 @@ class Worker:
             return
         if register:
             self.roster.register(self.worker_id, self.device)
+            self._registered = True
         job = self._current
         state = state or ("stopping" if self.pause_event.is_set() else "busy" if job else "idle")
         self.roster.report(
