@@ -344,9 +344,6 @@ class FramepackProcess:
         wait_for(lambda: self._check_alive() and self.ready(self), timeout, f"{self.name} to start ({self.log_path})")
         return self
 
-    def start(self, timeout: float = 120.0) -> FramepackProcess:
-        return self.launch().wait_ready(timeout)
-
     def _check_alive(self) -> bool:
         if not self.running:
             raise LocalStackError(f"{self.name} exited ({self.returncode}): {self.log_text()[-3000:]}")
@@ -448,8 +445,9 @@ class Cluster:
     processes: list[FramepackProcess] = field(default_factory=list)
 
     def _options(self, name: str) -> list[str]:
+        """Where a process named ``name`` keeps its data, and the shared database and storage."""
         data = self.root / (name if self.storage else "data")
-        options = ["--model-family", "tiny", "--data-dir", str(data), "--database", self.database]
+        options = ["--data-dir", str(data), "--database", self.database]
         if self.storage:
             options += ["--storage", self.storage]
         if self.storage_endpoint:
@@ -474,20 +472,28 @@ class Cluster:
             if done.returncode != 0:
                 raise LocalStackError(f"framepack download {model} failed: {done.stderr[-2000:]}")
 
-    def api(self, *args: str, name: str = "api", port: int | None = None, timeout: float = 120.0) -> ApiProcess:
-        """Start ``framepack serve --no-worker`` (plus ``args``) and wait until it answers."""
-        port = port or free_port()
-        argv = ["serve", "--no-worker", "--port", str(port), *self._options(name), *args]
-        proc = ApiProcess(name, argv, self._environment(), self._log(name), _api_ready, port=port)
-        self.processes.append(proc)
-        return proc.start(timeout)  # type: ignore[return-value]
+    def command(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a one-shot ``framepack`` command (``db upgrade``, ``status`` ...) on the cluster's database."""
+        argv = [sys.executable, "-m", "framepack_server.cli", *args, *self._options("cli")]
+        return subprocess.run(argv, env=self._environment(), capture_output=True, text=True, timeout=timeout)
 
-    def worker(self, name: str, *args: str, timeout: float = 120.0, wait: bool = True) -> FramepackProcess:
-        """Start ``framepack worker --worker-id name`` (plus ``args``); with ``wait``, until its loop runs."""
-        argv = ["worker", "--worker-id", name, *self._options(name), *args]
-        proc = FramepackProcess(name, argv, self._environment(), self._log(name), _worker_ready)
+    def api(self, *args: str, name: str = "api", port: int | None = None, wait: float | None = 120.0) -> ApiProcess:
+        """Start ``framepack serve --no-worker`` (plus ``args``); wait up to ``wait`` s until it answers
+        (``None``: don't wait; call ``wait_ready`` later)."""
+        port = port or free_port()
+        argv = ["serve", "--no-worker", "--model-family", "tiny", "--port", str(port), *self._options(name), *args]
+        proc = ApiProcess(name, argv, self._environment(), self._log(name), _api_ready, port=port)
+        return self._start(proc, wait)  # type: ignore[return-value]
+
+    def worker(self, name: str, *args: str, wait: float | None = 120.0) -> FramepackProcess:
+        """Start ``framepack worker --worker-id name`` (plus ``args``); wait up to ``wait`` s until its loop runs."""
+        argv = ["worker", "--worker-id", name, "--model-family", "tiny", *self._options(name), *args]
+        return self._start(FramepackProcess(name, argv, self._environment(), self._log(name), _worker_ready), wait)
+
+    def _start(self, proc: FramepackProcess, wait: float | None) -> FramepackProcess:
         self.processes.append(proc)
-        return proc.start(timeout) if wait else proc.launch()
+        proc.launch()
+        return proc if wait is None else proc.wait_ready(wait)
 
     def workers(self) -> list[FramepackProcess]:
         return [p for p in self.processes if p.args[0] == "worker"]
