@@ -8,8 +8,6 @@ the PostgreSQL-outage test builds its own (its database goes away, and it needs 
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 import time
 from collections import defaultdict
@@ -24,10 +22,9 @@ import pytest
 from framepack_server.localstack import Cluster, LogLine, MotoS3, Postgres
 from framepack_server.media.video import read_frames
 
-from ..conftest import smooth_image
+from ..api.conftest import SUBMIT, data_uri, wait_terminal
 
-SUBMIT = "/api/v3/wavespeed-ai/framepack"
-TERMINAL = ("completed", "failed", "cancelled")
+__all__ = ["SUBMIT", "data_uri", "wait_terminal"]  # the HTTP tests' helpers, for the tests here
 LEASE_SECONDS = 6
 WORKERS = ("w1", "w2", "w3")
 WORKER_ARGS = ("--lease-seconds", str(LEASE_SECONDS), "--max-attempts", "2")  # the shared cluster's workers
@@ -38,12 +35,6 @@ SMALL = {"prompt": "waves under a lighthouse", "resolution": "480p", "num_frames
 ENV = {"OMP_NUM_THREADS": "1", "FRAMEPACK_MAX_QUEUED_PER_KEY": "10000"}
 _CLAIM = re.compile(r"^(\S+): job (\w+) started \(attempt (\d+)\)$")
 _DONE = re.compile(r"^(\S+): job (\w+) completed in ")
-
-
-def data_uri(seed: int = 0) -> str:
-    buffer = io.BytesIO()
-    smooth_image(120, 80, seed).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def start_cluster(cluster: Cluster, worker_args: tuple[str, ...] = (), workers: tuple[str, ...] = WORKERS) -> Cluster:
@@ -106,14 +97,6 @@ def result(client: httpx.Client, job_id: str) -> dict:
     response = client.get(f"/api/v3/predictions/{job_id}/result")
     assert response.status_code == 200, response.text
     return response.json()["data"]
-
-
-def wait_terminal(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while (data := result(client, job_id))["status"] not in TERMINAL:
-        assert time.monotonic() < deadline, f"job {job_id} not finished after {timeout} s: {data}"
-        time.sleep(0.1)
-    return data
 
 
 def wait_progress(client: httpx.Client, job_id: str, done, timeout: float = 120.0) -> dict:

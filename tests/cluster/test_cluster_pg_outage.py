@@ -66,6 +66,9 @@ def test_postgres_stopped_for_ten_seconds_nothing_lost_nothing_run_twice(tmp_pat
             for job in ids:
                 assert len(runs[job]) == 1, (job, runs[job], logs(cluster))
                 assert len(finished[job]) == 1, (job, finished[job])
+            codes = sorted({f"{method} {status}" for method, status, _, _ in answers})
+            print(f"during the outage: {len(answers)} requests answered {codes}, "
+                  f"slowest in {max(took for _, _, took, _ in answers):.2f} s")  # fmt: skip
             reported = [line for worker in cluster.workers() for line in worker.lines()
                         if line.level in ("WARNING", "ERROR") and down_at <= line.at <= up_at]  # fmt: skip
             assert reported, "no worker reported the database outage"
