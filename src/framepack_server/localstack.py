@@ -33,7 +33,10 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Cluster", "FramepackProcess", "LocalStackError", "LogLine", "MotoS3", "Postgres", "free_port"]
+__all__ = [
+    "AWS_ENV", "ApiProcess", "Cluster", "FramepackProcess", "LocalStackError", "LogLine", "MotoS3", "Postgres",
+    "find_postgres_bin", "free_port", "wait_for",
+]  # fmt: skip
 
 INSTALL_POSTGRES = "apt-get install postgresql"
 # Placeholder credentials for moto (it accepts any); real deployments take theirs from the environment.
@@ -79,7 +82,11 @@ def _answers(url: str) -> bool:
 
 def find_postgres_bin() -> Path:
     """The folder with PostgreSQL's initdb and pg_ctl (newest Debian version first, then PATH)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]), reverse=True)
+
+    def version(initdb: str) -> tuple[int, ...]:  # /usr/lib/postgresql/<version>/bin/initdb
+        return tuple(int(part) for part in re.findall(r"\d+", Path(initdb).parts[4]))
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version, reverse=True)
     on_path = shutil.which("initdb")
     for initdb in [*found, *([on_path] if on_path else [])]:
         folder = Path(initdb).parent
@@ -106,7 +113,14 @@ class Postgres:
         self.log_path = self.root / "postgres.log"
         self._user = "postgres" if os.geteuid() == 0 else None
         if self._user:
-            shutil.chown(self.root, self._user, self._user)
+            try:
+                shutil.chown(self.root, self._user, self._user)
+            except LookupError:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise LocalStackError(
+                    "PostgreSQL refuses to run as root, and there is no `postgres` user to run it as "
+                    f"(`{INSTALL_POSTGRES}` creates one)"
+                ) from None
 
     @property
     def url(self) -> str:
@@ -156,7 +170,11 @@ class Postgres:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Postgres:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
@@ -299,7 +317,11 @@ class MotoS3:
         return f"s3://{name}"
 
     def __enter__(self) -> MotoS3:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
