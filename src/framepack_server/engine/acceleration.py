@@ -55,7 +55,7 @@ def set_attention(transformer: torch.nn.Module, name: str, device: torch.device)
     try:
         _probe(name, device, dtype)
     except Exception as exc:  # missing package, wrong device, unsupported dtype ... all mean "not here"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError("attention", f"backend {name!r} does not run on {device} in {dtype}: {reason}") from exc
     from diffusers.utils import logging as diffusers_logging
 
@@ -80,7 +80,8 @@ def compile_blocks(transformer: torch.nn.Module) -> int:
 
 
 class CompileClock:
-    """Seconds spent compiling so far, from TorchDynamo's cumulative timers (0.0 if they are missing)."""
+    """Seconds TorchDynamo spent compiling since the clock started (its cumulative timers; 0.0 where
+    they are missing). Counts every compilation in the process, as one engine compiles at a time."""
 
     @staticmethod
     def total() -> float:
@@ -92,12 +93,14 @@ class CompileClock:
             return 0.0
 
     def __init__(self) -> None:
-        self.seconds = 0.0
-        self._mark = self.total()
+        self._start = self._mark = self.total()
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.total() - self._start)
 
     def lap(self) -> float:
-        """Compile seconds since the last lap (added to ``seconds``)."""
+        """Compile seconds since the last lap."""
         now = self.total()
         delta, self._mark = max(0.0, now - self._mark), now
-        self.seconds += delta
         return delta
