@@ -120,6 +120,22 @@ def test_teacache_keeps_one_state_per_cfg_branch(engines, request_image):
         assert branch[0] and branch[-1] and not all(branch), branch
 
 
+def test_teacache_in_group_mode_gives_the_resident_frames(settings, engines, request_image):
+    from diffusers.hooks import HookRegistry
+
+    engine = Engine.load("tiny", settings=settings, memory="group")
+    transformer = engine.components.transformer
+    # the first block's decision runs inside group offloading (its norm's weights are in), the other
+    # blocks are skipped outside it (their weights never stream in on a skipped step)
+    head = HookRegistry.check_if_exists_or_initialize(transformer.transformer_blocks[0])._hook_order
+    tail = HookRegistry.check_if_exists_or_initialize(transformer.single_transformer_blocks[-1])._hook_order
+    assert head.index("framepack_teacache_head") < head.index("group_offloading")
+    assert tail.index("group_offloading") < tail.index("framepack_teacache_block")
+    grouped = render(engine, request_image, enable_teacache=True)
+    np.testing.assert_array_equal(grouped, render(engines("tiny"), request_image, enable_teacache=True))
+    assert engine.step_cache.history[-1][2] < STEPS
+
+
 def test_default_request_runs_every_block(engines, request_image):
     engine = engines("tiny")
     with block_runs(engine) as calls:
@@ -174,8 +190,9 @@ def test_layout_cache_gives_identical_frames(engines, request_image, exact):
 def test_layout_cache_computes_a_repeated_layout_once(engines, request_image):
     engine = engines("tiny-f1")  # forward order: every section has the same layout
     engine.layout_cache.clear()
+    for memo in engine.layout_cache.memos.values():
+        memo.hits = memo.misses = 0
     rope = engine.layout_cache.memos["rope"]
-    rope.hits = rope.misses = 0
     render(engine, request_image, num_frames=109)  # 3 sections
     assert rope.misses == 4  # noisy window, clean latents, 2x and 4x history: once for the video
     assert rope.hits == 3 * STEPS * 4 - 4
