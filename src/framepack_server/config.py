@@ -80,6 +80,9 @@ class ServerSettings(Settings):
     run_worker: bool = True
     lease_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_seconds: float = Field(
+        default=5.0, ge=0, description="wait before a job given back for unreachable storage runs again (doubles)"
+    )
     sync_timeout_seconds: float = Field(default=600.0, gt=0)
     output_url_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     upload_url_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)

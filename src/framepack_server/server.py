@@ -65,7 +65,7 @@ def make_worker(services: Services):
         services.jobs, services.storage, engines, settings.data_dir / "work",
         lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts, worker_id=settings.worker_id,
         safety=load_safety(settings), safety_policy=settings.safety_policy, fetch_policy=settings.fetch_policy,
-        roster=services.roster, device=str(pick_device(settings.device)),
+        roster=services.roster, device=str(pick_device(settings.device)), retry_backoff=settings.retry_backoff_seconds,
     )  # fmt: skip
 
 

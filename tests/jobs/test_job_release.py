@@ -49,6 +49,18 @@ def test_transient_release_counts_attempts_and_fails_at_the_cap(db):
     assert failed.finished_at is not None
 
 
+def test_a_job_given_back_with_retry_after_waits_before_it_can_be_claimed(db):
+    now = [utcnow()]
+    store = JobStore(db, clock=lambda: now[0])
+    job = _claimed(store)
+    later = store.submit("k", "m", {"x": 2})
+    assert store.release(job.id, "w1", max_attempts=3, reason="S3 down", retry_after=10) == "created"
+    assert store.claim("w2", 30).id == later.id  # the backing-off job does not hold up the queue
+    assert store.claim("w2", 30) is None
+    now[0] += timedelta(seconds=11)
+    assert store.claim("w2", 30).id == job.id
+
+
 def test_release_by_a_worker_that_does_not_hold_the_job_changes_nothing(db):
     store = JobStore(db)
     job = _claimed(store)

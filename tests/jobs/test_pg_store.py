@@ -34,14 +34,13 @@ def db(postgres):
 def test_many_threads_claim_every_job_once_in_submission_order(db):
     store = JobStore(db)
     submitted = [store.submit("k", "m", {"n": i}).id for i in range(120)]
-    claimed: list[tuple[int, str]] = []
-    lock = threading.Lock()
+    claimed: dict[str, list[tuple[int, str]]] = {}
 
     def claimer(name: str) -> None:
         own = JobStore(Database(db.engine.url, migrate=False))
+        mine = claimed.setdefault(name, [])
         while (job := own.claim(name, 30)) is not None:
-            with lock:
-                claimed.append((job.seq, job.id))
+            mine.append((job.seq, job.id))
         own.db.dispose()
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(8)]
@@ -49,12 +48,15 @@ def test_many_threads_claim_every_job_once_in_submission_order(db):
         thread.start()
     for thread in threads:
         thread.join()
-    ids = [job_id for _seq, job_id in claimed]
+    ids = [job_id for mine in claimed.values() for _seq, job_id in mine]
     assert sorted(ids) == sorted(submitted) and len(set(ids)) == len(ids) == 120
-    # Each claimer takes the oldest row not locked by another: a claim never jumps more than the
-    # number of claimers ahead of the order.
-    order = {job_id: i for i, job_id in enumerate(submitted)}
-    assert all(abs(order[job_id] - i) < 8 for i, job_id in enumerate(ids))
+    # Oldest first: every claimer got its jobs in submission order (a row only ever leaves the queue,
+    # so a claimer that took job n next finds the oldest waiting one, which comes after n). The order
+    # across claimers is not observable from here: threads append after their commit, in any order.
+    for mine in claimed.values():
+        seqs = [seq for seq, _id in mine]
+        assert seqs == sorted(seqs)
+    assert sum(1 for mine in claimed.values() if mine) >= 2  # they really competed
 
 
 def test_release_and_counts_on_postgresql(db):

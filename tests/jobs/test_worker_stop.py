@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 
 import pytest
 
@@ -84,11 +85,13 @@ def test_stop_request_checkpoints_the_section_and_the_next_worker_resumes(tmp_pa
 def test_storage_outage_gives_the_job_back_then_fails_it_with_the_reason(tmp_path, engines, image):
     _db, store, storage, params = _setup(tmp_path, image, CheckpointsUnreachable)
     job = store.submit("k", "m", params)
-    worker = Worker(store, storage, engines, tmp_path / "w", max_attempts=2)
+    worker = Worker(store, storage, engines, tmp_path / "w", max_attempts=2, retry_backoff=0.3)
     worker.stop_event.wait = lambda timeout=None: False  # no back-off pause in the test  # type: ignore[method-assign]
     assert worker.run_once()
     after_one = store.get(job.id)
     assert (after_one.state, after_one.attempts) == ("created", 1)
+    assert not worker.run_once()  # backing off: not claimable yet
+    time.sleep(0.4)
     assert worker.run_once()
     failed = store.get(job.id)
     assert failed.state == "failed" and failed.outputs == []

@@ -186,7 +186,8 @@ class JobStore:
 
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
         """Take the oldest ``created`` job: ``processing``, held by ``worker_id`` until the lease ends."""
-        query = select(JobRow).where(JobRow.state == JobState.CREATED).order_by(JobRow.seq).limit(1)
+        ready = (JobRow.not_before.is_(None)) | (JobRow.not_before <= self._now())
+        query = select(JobRow).where(JobRow.state == JobState.CREATED, ready).order_by(JobRow.seq).limit(1)
         with self.db.session(write=False) as session:  # idle workers poll: don't take the writer lock for nothing
             if session.scalar(query.with_only_columns(JobRow.id)) is None:
                 return None
@@ -268,13 +269,20 @@ class JobStore:
         return self._finish(job_id, worker_id, JobState.CANCELLED)
 
     def release(
-        self, job_id: str, worker_id: str, *, max_attempts: int | None = None, reason: str = ""
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        max_attempts: int | None = None,
+        reason: str = "",
+        retry_after: float = 0.0,
     ) -> JobState | None:
         """Give a held job back. Without ``max_attempts`` (a worker stopping on request, its checkpoint
         saved) the job goes back to ``created`` and the attempt is not counted. With it (a transient
-        failure such as unreachable storage) the attempt counts: back to ``created``, or ``failed``
-        with ``reason`` once ``max_attempts`` are spent. A cancel asked meanwhile wins. Returns the
-        new state, or None if ``worker_id`` no longer held the job."""
+        failure such as unreachable storage) the attempt counts: back to ``created``, claimable again
+        ``retry_after`` seconds from now, or ``failed`` with ``reason`` once ``max_attempts`` are spent.
+        A cancel asked meanwhile wins. Returns the new state, or None if ``worker_id`` no longer held
+        the job."""
         query = select(JobRow).where(self._owned(job_id, worker_id))
         with self.db.session() as session:
             rows = self._locked(session, query)
@@ -290,6 +298,7 @@ class JobStore:
                 row.state = JobState.CREATED
                 if max_attempts is None:
                     row.attempts = max(0, row.attempts - 1)
+                row.not_before = now + timedelta(seconds=retry_after) if retry_after > 0 else None
             row.worker_id = None
             row.lease_until = None
             return JobState(row.state)

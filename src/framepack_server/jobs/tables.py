@@ -99,6 +99,9 @@ class JobRow(Base):
     inference_ms: Mapped[int | None] = mapped_column(Integer)
     webhook_state: Mapped[str | None] = mapped_column(String(16))
     result_seed: Mapped[int | None] = mapped_column(BigInteger)
+    # A job given back after a transient failure (storage unreachable) waits until then before it
+    # can be claimed again, so that a short outage does not use up its attempts in a second.
+    not_before: Mapped[datetime | None]
 
 
 class ApiKeyRow(Base):

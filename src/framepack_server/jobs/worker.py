@@ -44,7 +44,7 @@ _T = TypeVar("_T")
 REQUEUE_EVERY_SECONDS = 1.0  # how often an idle worker looks for jobs whose worker died
 ROSTER_EVERY_SECONDS = 5.0  # how often an idle worker reports itself
 DB_RETRY_SECONDS = 300.0  # how long a finished job's result waits for the database to come back
-STORAGE_BACKOFF_SECONDS = 2.0  # pause after giving a job back because storage was unreachable
+STORAGE_BACKOFF_SECONDS = 2.0  # this worker's pause after giving a job back because storage was unreachable
 
 
 class EngineCache:
@@ -77,11 +77,14 @@ class Worker:
         fetch_policy: FetchPolicy | None = None,
         roster: Roster | None = None,
         device: str = "",
+        retry_backoff: float = 5.0,
     ) -> None:
         """``safety``: the checker, or a string saying why none could be loaded (jobs that ask for
         a check then fail with that reason); ``safety_policy``: ``flag`` (WaveSpeed's behaviour: the
         video is returned and flagged) or ``block`` (the job fails and no video is kept).
-        ``roster``: where the worker reports itself (``framepack status``, ``/metrics``)."""
+        ``roster``: where the worker reports itself (``framepack status``, ``/metrics``);
+        ``retry_backoff``: seconds before a job given back for unreachable storage may run again
+        (doubling with each attempt), so a short outage does not use up its attempts."""
         if safety_policy not in ("flag", "block"):
             raise ValueError("safety_policy must be flag or block")
         self.safety, self.safety_policy = safety, safety_policy
@@ -90,7 +93,7 @@ class Worker:
         self.work_dir = Path(work_dir)
         self.lease, self.max_attempts = lease_seconds, max_attempts
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-        self.device = device
+        self.device, self.retry_backoff = device, retry_backoff
         self.stop_event = threading.Event()  # no new jobs
         self.pause_event = threading.Event()  # the job in hand: stop after its current section
         self.abort_event = threading.Event()  # the job in hand: stop at the next step
@@ -233,7 +236,10 @@ class Worker:
             outcome, reason = "released", str(exc)
             state = self._persist(
                 "giving the job back",
-                lambda: self.store.release(job.id, self.worker_id, max_attempts=self.max_attempts, reason=reason),
+                lambda: self.store.release(
+                    job.id, self.worker_id, max_attempts=self.max_attempts, reason=reason,
+                    retry_after=self.retry_backoff * 2 ** max(0, job.attempts - 1),
+                ),  # fmt: skip
             )
             log.warning("%s: job %s: storage unavailable (%s); job now %s", self.worker_id, job.id, reason, state)
             self.stop_event.wait(STORAGE_BACKOFF_SECONDS)

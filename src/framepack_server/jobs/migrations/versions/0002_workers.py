@@ -1,5 +1,6 @@
-"""Scale-out: the workers table (each worker process's host, device, state, last heartbeat) and
-server_secrets (signing secrets shared by every replica on the database).
+"""Scale-out: the workers table (each worker process's host, device, state, last heartbeat),
+server_secrets (signing secrets shared by every replica on the database), and jobs.not_before (the
+back-off of a job given back after a transient failure).
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +25,8 @@ def _utc() -> sa.DateTime:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:  # batch: SQLite cannot alter tables in place
+        batch.add_column(sa.Column("not_before", _utc(), nullable=True))
     op.create_table(
         "workers",
         sa.Column("id", sa.String(200), nullable=False),
@@ -51,3 +54,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("server_secrets")
     op.drop_table("workers")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("not_before")
