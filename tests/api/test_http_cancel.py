@@ -122,7 +122,7 @@ def test_cancel_a_queued_job_and_it_never_starts(server):
 
     state, attempts, started_at = db_row(server, queued)
     assert (state, attempts, started_at) == ("cancelled", 0, None)
-    assert f"job {queued} (attempt" not in server.log_path.read_text()  # never claimed by the worker
+    assert f"job {queued} started (attempt" not in server.log_path.read_text()  # never claimed by the worker
 
 
 def test_sync_mode_timeout_while_processing(server):

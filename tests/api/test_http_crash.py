@@ -71,7 +71,7 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
     at_kill = db_rows(server.data_dir, [interrupted, *queued])
     assert at_kill[interrupted][:2] == ("processing", 1)
     assert all(at_kill[job][:2] == ("created", 0) for job in queued), at_kill
-    checkpoints = server.data_dir / "work" / "checkpoints" / interrupted
+    checkpoints = server.data_dir / "files" / "checkpoints" / interrupted
     sections_done = json.loads((checkpoints / "state.json").read_text())["sections_done"]
     assert 1 <= sections_done < SECTIONS  # killed mid-job, with some sections to resume from
 
@@ -89,12 +89,12 @@ def test_sigkill_mid_job_then_restart_resumes_every_job_once(make_server, tmp_pa
     # no job ran twice: one completion each; the interrupted one was claimed once per server process
     for job in (interrupted, *queued, reference):
         assert (first_log + second_log).count(f"job {job} completed") == 1, job
-    assert first_log.count(f"job {interrupted} (attempt 1)") == 1
-    assert second_log.count(f"job {interrupted} (attempt 2)") == 1
+    assert first_log.count(f"job {interrupted} started (attempt 1)") == 1
+    assert second_log.count(f"job {interrupted} started (attempt 2)") == 1
     assert f"resuming after section {sections_done} of {SECTIONS}" in second_log
     for job in queued:
-        assert f"job {job} (attempt" not in first_log
-        assert second_log.count(f"job {job} (attempt 1)") == 1
+        assert f"job {job} started (attempt" not in first_log
+        assert second_log.count(f"job {job} started (attempt 1)") == 1
     after = db_rows(server.data_dir, [interrupted, *queued, reference])
     assert after[interrupted][:2] == ("completed", 2)
     assert at_kill[interrupted][2] == after[interrupted][2]  # started_at is the first claim's

@@ -77,7 +77,7 @@ def test_fifty_submissions_from_ten_clients(server):
     # none ran twice: one claim and one completion each in the log, one attempt each in the database
     log = server.log_path.read_text()
     for job_id in statuses:
-        assert log.count(f"job {job_id} (attempt") == 1, job_id
+        assert log.count(f"job {job_id} started (attempt") == 1, job_id
         assert log.count(f"job {job_id} completed") == 1, job_id
     with closing(sqlite3.connect(server.data_dir / "jobs.db", timeout=30)) as db:
         rows = dict(db.execute("SELECT id, state || ':' || attempts FROM jobs").fetchall())

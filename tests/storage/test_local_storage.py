@@ -126,3 +126,19 @@ def test_symlink_out_of_root_refused(store: LocalStorage, tmp_path: Path) -> Non
 def test_good_keys_accepted() -> None:
     for key in ["a", "outputs/job.mp4", "a/b/c.d", "x..y/.hidden", "uploads/2024-01-01/f name.png"]:
         assert validate_key(key) == key
+
+
+def test_delete_prunes_the_folders_it_empties_but_not_the_root(tmp_path):
+    store = LocalStorage(tmp_path / "root")
+    store.put_bytes("checkpoints/job/a.bin", b"a")
+    store.put_bytes("checkpoints/job/b.bin", b"b")
+    store.put_bytes("checkpoints/other/c.bin", b"c")
+    store.delete("checkpoints/job/a.bin")
+    assert (tmp_path / "root" / "checkpoints" / "job").is_dir()  # b.bin is still there
+    store.delete("checkpoints/job/b.bin")
+    assert not (tmp_path / "root" / "checkpoints" / "job").exists()
+    assert (tmp_path / "root" / "checkpoints" / "other" / "c.bin").exists()
+    store.delete("checkpoints/other/c.bin")
+    assert not (tmp_path / "root" / "checkpoints").exists() and (tmp_path / "root").is_dir()
+    store.put_bytes("checkpoints/job/a.bin", b"again")  # the folders come back when written to
+    assert store.get_bytes("checkpoints/job/a.bin") == b"again"

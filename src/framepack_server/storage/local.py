@@ -59,8 +59,17 @@ class LocalStorage:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        """Remove the object; a missing one is fine."""
-        self._path(key).unlink(missing_ok=True)
+        """Remove the object, and the folders it leaves empty (as S3 has no empty "folders"); a
+        missing object is fine."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()  # only if empty; a concurrent writer's folder is left alone
+            except OSError:
+                break
 
     def local_path(self, key: str) -> Path:
         """The file's path under the root (it may not exist yet)."""
@@ -77,8 +86,14 @@ class LocalStorage:
     @contextlib.contextmanager
     def _atomic_writer(dest: Path) -> Iterator[BinaryIO]:
         """Yield a temporary file beside ``dest``; on success it replaces ``dest``, on error it is removed."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=dest.parent)
+        for attempt in range(3):  # a delete may prune the folder between mkdir and mkstemp: again
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=dest.parent)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         try:
             with os.fdopen(fd, "wb") as out:
                 yield out
