@@ -161,7 +161,7 @@ def _hook_classes():
 class StepCache:
     """The step caches of one transformer, off unless a section turns one on.
 
-    Installed in two parts around the memory placement (see `Engine.load`): `install_inner` before it,
+    Installed in two parts around the memory placement (see `Engine.assemble`): `install_inner` before it,
     so that the first block's hook runs after group offloading has brought that block's weights in (its
     norm is needed for the indicator); `install_outer` after it, so that a skipped block is skipped
     before group offloading would stream its weights in.
