@@ -36,8 +36,13 @@ def attention_names() -> list[str]:
 
 def _probe(name: str, device: torch.device, dtype: torch.dtype) -> None:
     """Run the backend once on tiny inputs (batch 1, 8 tokens, 2 heads of 64) on the device."""
+    from diffusers.models import attention_dispatch
     from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
+    # diffusers' own check names the missing package (a private helper: used when it is there)
+    check = getattr(attention_dispatch, "_check_attention_backend_requirements", None)
+    if check is not None:
+        check(AttentionBackendName(name))
     q, k, v = (torch.randn(1, 8, 2, 64, device=device, dtype=dtype) for _ in range(3))
     with torch.inference_mode():
         out = dispatch_attention_fn(q, k, v, backend=AttentionBackendName(name))
