@@ -27,9 +27,11 @@ Each row prints as soon as it is measured and all rows go to ``--json`` (default
 when ``$OUT`` is set), so a run stopped by a time limit keeps what it measured; ``--budget SECONDS``
 skips what would start after that many seconds. Out-of-memory is reported as such, not fatal.
 
-    python benchmarks/gpu.py                         # on a GPU: every number (about 10 min on an H100)
+    python benchmarks/gpu.py                         # on a GPU: every number (an estimated 10 min on an H100)
     python benchmarks/gpu.py --only options,modes    # a part: options, caches, attention, modes, compile
     python benchmarks/gpu.py --quick                 # reduced configs and tiny sizes: checks the script (CPU)
+
+Not run on a GPU yet; ``--quick`` ran on the CPU (about 2-5 minutes on 2 shared cores).
 """
 
 from __future__ import annotations
