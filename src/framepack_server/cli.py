@@ -24,6 +24,7 @@ REQUEST_FIELDS = {
     ),
     "sampler": (str, "unipc (the reference's, default) or euler"),
     "latent_window_size": (int, "latent frames per section, 1-33 (default 9)"),
+    "teacache_threshold": (float, "TeaCache's threshold, 0-1 (default 0.15; higher skips more steps)"),
 }
 
 
@@ -44,9 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default="framepack", help="framepack, framepack-f1, tiny, tiny-f1 ...")
     for name, (kind, text) in REQUEST_FIELDS.items():
         gen.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    gen.add_argument(
+        "--enable-teacache", action="store_true", default=None,
+        help="skip the transformer on steps whose input barely changed (faster, not exact)",
+    )  # fmt: skip
+    gen.add_argument("--attention", help="attention kernel: native (default), flash, sage ... (diffusers' names)")
+    gen.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the transformer (compile time printed)"
+    )
     gen.add_argument("--out", type=Path, default=Path("video.mp4"), help="output MP4 (default video.mp4)")
     gen.add_argument("--device", help="cuda, cuda:1, cpu (default: best available)")
-    gen.add_argument("--memory", help="auto, resident, offload, group or cpu (default auto)")
+    gen.add_argument("--memory", help="auto, resident, offload, group, cpu, fp8 or fp8-group (default auto)")
     gen.add_argument("--crf", type=int, help="H.264 quality, 0-51 (default 16)")
     gen.add_argument("--checkpoint-dir", type=Path, help="save section checkpoints here; resume from them")
     _add_model_options(gen)
@@ -114,6 +123,8 @@ def _settings(args: argparse.Namespace):
         device=getattr(args, "device", None),
         memory=getattr(args, "memory", None),
         crf=getattr(args, "crf", None),
+        attention=getattr(args, "attention", None),
+        compile=getattr(args, "compile", None),
     )
 
 
@@ -125,7 +136,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .jobs.checkpoints import FolderCheckpoint
     from .progress import ProgressBar
 
-    fields = {k: getattr(args, k) for k in REQUEST_FIELDS if getattr(args, k) is not None}
+    fields = {k: getattr(args, k) for k in (*REQUEST_FIELDS, "enable_teacache") if getattr(args, k) is not None}
     params = GenerationParams.parse(
         image=args.image, last_image=args.last_image, prompt=args.prompt, model=args.model, **fields
     ).resolved()
@@ -141,9 +152,10 @@ def _generate(args: argparse.Namespace) -> int:
     checkpoint = FolderCheckpoint(args.checkpoint_dir) if args.checkpoint_dir else None
     with logging_redirect_tqdm(), ProgressBar(params.sections * params.num_inference_steps) as bar:
         result = fp.render(params, image, last_image, args.out, on_progress=bar.update, checkpoint=checkpoint)
+    compiled = "" if fp.engine.compile_seconds is None else f"compile={fp.engine.compile_seconds:.1f}s "
     print(
         f"seed={result.seed} frames={result.frames} size={result.width}x{result.height} fps={result.fps} "
-        f"time={result.seconds:.1f}s out={result.path}"
+        f"time={result.seconds:.1f}s {compiled}out={result.path}"
     )
     return 0
 

@@ -42,6 +42,10 @@ class PredictionInput(BaseModel):
     true_cfg_scale: float | None = Field(default=None, description="1-32; > 1 enables true CFG")
     sampler: str | None = Field(default=None, description="unipc (default) or euler")
     latent_window_size: int | None = Field(default=None, description="1-33, default 9")
+    enable_teacache: bool | None = Field(
+        default=None, description="skip transformer steps whose input barely changed: faster, not exact (default false)"
+    )
+    teacache_threshold: float | None = Field(default=None, description="0-1, default 0.15; higher skips more")
 
     WIRE_ONLY: ClassVar[tuple[str, ...]] = ("enable_safety_checker", "enable_sync_mode", "enable_base64_output")
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..config import Settings, get_settings
 from ..errors import GenerationCancelled, GenerationPaused, InputError
-from .acceleration import DEFAULT_ATTENTION, CompileClock, compile_blocks, set_attention
+from .acceleration import CompileClock, compile_blocks, set_attention
 from .caches import LayoutCache, StepCache
 from .checkpoint import CheckpointStore, fingerprint
 from .conditioning import (
@@ -118,6 +118,7 @@ class Engine:
             layout_cache = LayoutCache(components.transformer)
             layout_cache.install()
         self.step_cache, self.layout_cache, self.compile_clock = step_cache, layout_cache, compile_clock
+        self.step_cache_override: tuple[str, float] | None = None
         with placement.use("vae"):
             self.latent_rgb = fit_latent_rgb(components.vae)
 
@@ -145,10 +146,20 @@ class Engine:
         )
         free = free_gpu_gb(dev) if dev.type == "cuda" else None
         mode = choose_mode(memory or settings.memory, dev, free, settings.high_vram_gb, settings.preserved_memory_gb)
+        return cls.assemble(
+            components, mode, dev,
+            attention=attention or settings.attention, compile=settings.compile if compile is None else compile,
+        )  # fmt: skip
+
+    @classmethod
+    def assemble(
+        cls, components: Components, mode: MemoryMode, device: torch.device, *, attention: str, compile: bool
+    ) -> Engine:
+        """An engine on loaded components (on the CPU): attention, compile, caches and memory mode."""
         transformer = components.transformer
-        set_attention(transformer, attention or settings.attention, dev)
+        set_attention(transformer, attention, device)
         clock = None
-        if settings.compile if compile is None else compile:
+        if compile:
             clock = CompileClock()
             log.info("compiling %d transformer blocks at their first call", compile_blocks(transformer))
         # The order of the hooks matters (each wraps the ones before): compiled blocks innermost, then
@@ -157,7 +168,7 @@ class Engine:
         layout_cache.install()
         step_cache = StepCache(transformer)
         step_cache.install_inner()
-        placement = Placement(components, mode, dev)
+        placement = Placement(components, mode, device)
         step_cache.install_outer()
         return cls(components, placement, step_cache=step_cache, layout_cache=layout_cache, compile_clock=clock)
 
@@ -377,7 +388,14 @@ class Engine:
         return x.float().cpu()
 
     def step_cache_choice(self, params: GenerationParams) -> tuple[str | None, float]:
-        """The step cache a request asks for and its threshold (None: the exact path)."""
+        """The step cache a request asks for and its threshold (None: the exact path).
+
+        ``step_cache_override`` (method, threshold) forces one on every section: diffusers' first-block
+        cache is reached only this way, by the benchmarks and tests that compare it with TeaCache
+        (requests offer TeaCache alone; see the README's Speed section).
+        """
+        if self.step_cache_override is not None:
+            return self.step_cache_override
         if params.enable_teacache:
             return "teacache", params.teacache_threshold
         return None, 0.0

@@ -41,6 +41,9 @@ class GenerationParams(BaseModel):
     sampler: str = "unipc"
     latent_window_size: int = Field(default=9, ge=1, le=33)
     last_image: str | None = None
+    # TeaCache (engine/caches.py): off by default so that the default path stays exact
+    enable_teacache: bool = False
+    teacache_threshold: float = Field(default=0.15, ge=0.0, le=1.0)
 
     @field_validator("prompt")
     @classmethod
