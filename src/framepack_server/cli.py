@@ -110,7 +110,9 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-seconds", type=float, help="how long a silent worker keeps a job (default 30)")
     p.add_argument("--max-attempts", type=int, help="tries per job before it fails (default 3)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: best available)")
-    p.add_argument("--memory", help="auto, resident, offload, group or cpu (default auto)")
+    p.add_argument("--memory", help="auto, resident, offload, group, fp8, fp8-group or cpu (default auto)")
+    p.add_argument("--attention", help="attention backend by diffusers' name (native, flash, sage ...)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer's blocks")
     _add_model_options(p)
 
 
@@ -193,7 +195,7 @@ def _server_settings(args: argparse.Namespace):
 
     names = ("host", "port", "model_family", "no_auth", "run_worker", "data_dir", "database", "device",
              "memory", "model_dir", "cache_dir", "storage", "storage_endpoint_url", "lease_seconds", "max_attempts",
-             "worker_id", "metrics_port")  # fmt: skip
+             "worker_id", "metrics_port", "attention", "compile")  # fmt: skip
     return get_server_settings(**{n: getattr(args, n, None) for n in names})
 
 
