@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -120,11 +120,17 @@ def claims(cluster: Cluster) -> dict[str, list[tuple[str, int, datetime]]]:
     return runs
 
 
-def completions(cluster: Cluster) -> dict[str, list[LogLine]]:
-    done: dict[str, list[LogLine]] = defaultdict(list)
-    for _proc, line in cluster.lines(_DONE.pattern):
-        done[_DONE.match(line.message).group(2)].append(line)  # type: ignore[union-attr]
-    return done
+def completions(cluster: Cluster, expected: Iterable[str] = (), timeout: float = 15.0) -> dict[str, list[LogLine]]:
+    """Each "completed" line the workers logged, by job. A worker logs it just after the database
+    says completed, so a client can see the state first: wait (up to ``timeout``) for ``expected``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done: dict[str, list[LogLine]] = defaultdict(list)
+        for _proc, line in cluster.lines(_DONE.pattern):
+            done[_DONE.match(line.message).group(2)].append(line)  # type: ignore[union-attr]
+        if all(done.get(job) for job in expected) or time.monotonic() > deadline:
+            return done
+        time.sleep(0.2)
 
 
 def holder(cluster: Cluster, job_id: str):

@@ -41,7 +41,8 @@ def test_sixty_jobs_complete_exactly_once_in_submission_order(cluster, api):
     failed = {job: data["error"] for job, data in finished.items() if data["status"] != "completed"}
     assert not failed, (failed, logs(cluster))
 
-    runs, done = claims(cluster), completions(cluster)
+    done = completions(cluster, ids)
+    runs = claims(cluster)
     for job in ids:
         assert len(runs[job]) == 1, (job, runs[job], logs(cluster))  # the engine ran once for it
         assert runs[job][0][1] == 1  # at its first attempt

@@ -62,7 +62,8 @@ def test_postgres_stopped_for_ten_seconds_nothing_lost_nothing_run_twice(tmp_pat
             assert all(data["status"] == "completed" for data in done.values()), ({
                 job: data["error"] for job, data in done.items()}, logs(cluster))  # fmt: skip
 
-            runs, finished = claims(cluster), completions(cluster)
+            finished = completions(cluster, ids)
+            runs = claims(cluster)
             for job in ids:
                 assert len(runs[job]) == 1, (job, runs[job], logs(cluster))
                 assert len(finished[job]) == 1, (job, finished[job])

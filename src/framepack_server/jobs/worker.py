@@ -228,8 +228,10 @@ class Worker:
             )
             if done:
                 outcome = "completed"
+                log.info("%s: job %s completed in %.1f s", self.worker_id, job.id, inference_ms / 1000)
                 _clear(checkpoint)
-            log.info("%s: job %s completed in %.1f s", self.worker_id, job.id, inference_ms / 1000)
+            else:
+                log.warning("%s: job %s finished, but another worker holds it now", self.worker_id, job.id)
         except GenerationCancelled as exc:
             outcome = self._stopped(job, checkpoint, heartbeat, exc)
         except StorageUnavailable as exc:
