@@ -227,6 +227,18 @@ def test_errors_appear_next_to_their_field(page: Page, server, artifacts):
     page.click("#generate")
     expect(page.locator("#advanced")).to_have_attribute("open", "")
     expect(page.locator("#err-latent_window_size")).to_contain_text("less than or equal to 33")
+    # TeaCache: a box and its threshold in the advanced section, sent as the request fields.
+    page.fill("#latent_window_size", "9")
+    page.check("#enable_teacache")
+    page.fill("#teacache_threshold", "1.5")
+    with page.expect_request(lambda r: r.method == "POST" and "/api/v3/wavespeed-ai/" in r.url) as submitted:
+        page.click("#generate")
+    sent = submitted.value.post_data_json
+    assert sent["enable_teacache"] is True and sent["teacache_threshold"] == 1.5
+    expect(page.locator("#err-teacache_threshold")).to_contain_text("less than or equal to 1")
+    page.fill("#teacache_threshold", "0.15")
+    page.uncheck("#enable_teacache")
+    page.fill("#latent_window_size", "40")
     # F1: its own model path, and no end image.
     expect(page.locator("#last-image-field")).to_be_visible()
     page.check("input[name=model][value='wavespeed-ai/framepack-f1']", force=True)

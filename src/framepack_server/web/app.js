@@ -12,9 +12,11 @@
   const MODEL_NAMES = { "wavespeed-ai/framepack": "FramePack", "wavespeed-ai/framepack-f1": "FramePack F1" };
   // The request fields the form sends, with the types the API expects.
   const INT_FIELDS = ["seed", "num_inference_steps", "num_frames", "latent_window_size"];
-  const FLOAT_FIELDS = ["guidance_scale", "true_cfg_scale"];
+  const FLOAT_FIELDS = ["guidance_scale", "true_cfg_scale", "teacache_threshold"];
   const TEXT_FIELDS = ["prompt", "negative_prompt", "aspect_ratio", "resolution", "sampler"];
-  const ADVANCED_DEFAULTS = { true_cfg_scale: 1, sampler: "unipc", latent_window_size: 9 };
+  const ADVANCED_DEFAULTS = {
+    true_cfg_scale: 1, sampler: "unipc", latent_window_size: 9, enable_teacache: false, teacache_threshold: 0.15,
+  };
 
   const scrollBehavior = () => (matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth");
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -321,6 +323,7 @@
       else if (input.value.trim() !== "") body[name] = Number(input.value);
     }
     body.enable_safety_checker = form.elements.enable_safety_checker.checked;
+    body.enable_teacache = form.elements.enable_teacache.checked;
     body.image = startImage.value;
     if (!body.image) problems.push(["image", "Choose or drop an image, or paste its URL."]);
     if (!body.prompt.trim()) problems.push(["prompt", "Describe what should happen in the video."]);
@@ -337,6 +340,7 @@
       if (input[name] !== undefined && input[name] !== null) form.elements[name].value = String(input[name]);
     }
     if (input.enable_safety_checker !== undefined) form.elements.enable_safety_checker.checked = input.enable_safety_checker;
+    form.elements.enable_teacache.checked = Boolean(input.enable_teacache);
     if (input.image) startImage.setUrl(input.image);
     if (input.last_image) endImage.setUrl(input.last_image);
     else endImage.clear();
