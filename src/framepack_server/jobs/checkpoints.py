@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -78,4 +77,3 @@ class FolderCheckpoint(BlobCheckpoint):
 
     def __init__(self, folder: str | os.PathLike) -> None:
         super().__init__(LocalStorage(folder))
-        self.folder = Path(folder)

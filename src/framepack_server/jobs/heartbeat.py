@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from PIL import Image
 
@@ -20,9 +21,10 @@ from ..engine.generate import Progress
 from ..progress import describe
 from ..storage.base import Storage
 from .db import is_unavailable
-from .store import Job, JobStore
+from .store import Control, Job, JobStore
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 CANCEL_POLL_SECONDS = 0.25
 PREVIEW_EVERY_SECONDS = 2.0
 
@@ -43,27 +45,30 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         """Renew the lease and store the progress now."""
-        self._guarded(lambda: self.store.heartbeat(self.job.id, self.worker_id, self.lease, self.progress))
+        self._apply(self._guarded(lambda: self.store.heartbeat(self.job.id, self.worker_id, self.lease, self.progress)))
         self._last_renewal = time.monotonic()
         if self.report is not None:
             self._guarded(self.report)
 
     def poll(self) -> None:
         """Read the row's cancel flag and ownership, renewing nothing."""
-        self._guarded(lambda: self.store.control(self.job.id, self.worker_id))
+        self._apply(self._guarded(lambda: self.store.control(self.job.id, self.worker_id)))
 
-    def _guarded(self, call: Callable[[], object]) -> None:
+    def _apply(self, control: Control | None) -> None:
+        if control is not None:
+            self.cancel_requested = control.cancel_requested
+            self.lost = not control.owned
+
+    def _guarded(self, call: Callable[[], _T]) -> _T | None:
+        """``call()``, or None after logging why it failed (the lease has slack: the next tick retries)."""
         try:
-            control = call()
-        except Exception as exc:  # the lease has slack: try again at the next tick
+            return call()
+        except Exception as exc:
             if is_unavailable(exc):
                 log.warning("job %s: database unavailable (%s); retrying", self.job.id, type(exc).__name__)
             else:
                 log.exception("heartbeat failed for job %s", self.job.id)
-            return
-        if control is not None and hasattr(control, "owned"):
-            self.cancel_requested = control.cancel_requested  # type: ignore[attr-defined]
-            self.lost = not control.owned  # type: ignore[attr-defined]
+            return None
 
     def run(self) -> None:
         self.beat()

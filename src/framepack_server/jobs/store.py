@@ -110,6 +110,19 @@ def _gave_up(attempts: int) -> str:
     return f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} (the worker holding it stopped responding)"
 
 
+def _give_back(row: JobRow, now: datetime, max_attempts: int | None, error: str) -> None:
+    """A held job leaves its worker: ``cancelled`` if a cancel was asked, ``failed`` with ``error`` once
+    ``max_attempts`` are spent (None: no cap), else back to ``created``."""
+    if row.cancel_requested:
+        row.state, row.finished_at = JobState.CANCELLED, now
+    elif max_attempts is not None and row.attempts >= max_attempts:
+        row.state, row.finished_at, row.error = JobState.FAILED, now, error
+    else:
+        row.state = JobState.CREATED
+    row.worker_id = None
+    row.lease_until = None
+
+
 class JobStore:
     """The job table as a queue. ``clock`` (default: UTC now) is for tests that move time."""
 
@@ -289,18 +302,12 @@ class JobStore:
             if not rows:
                 return None
             row, now = rows[0], self._now()
-            if row.cancel_requested:
-                row.state, row.finished_at = JobState.CANCELLED, now
-            elif max_attempts is not None and row.attempts >= max_attempts:
-                row.state, row.finished_at = JobState.FAILED, now
-                row.error = f"gave up after {row.attempts} attempts: {reason}" if reason else _gave_up(row.attempts)
-            else:
-                row.state = JobState.CREATED
+            error = f"gave up after {row.attempts} attempts: {reason}" if reason else _gave_up(row.attempts)
+            _give_back(row, now, max_attempts, error)
+            if row.state == JobState.CREATED:
                 if max_attempts is None:
                     row.attempts = max(0, row.attempts - 1)
                 row.not_before = now + timedelta(seconds=retry_after) if retry_after > 0 else None
-            row.worker_id = None
-            row.lease_until = None
             return JobState(row.state)
 
     def requeue_expired(self, max_attempts: int, now: datetime | None = None) -> int:
@@ -311,14 +318,7 @@ class JobStore:
         with self.db.session() as session:
             rows = self._locked(session, query, skip_locked=True)
             for row in rows:
-                if row.cancel_requested:
-                    row.state, row.finished_at = JobState.CANCELLED, now
-                elif row.attempts >= max_attempts:
-                    row.state, row.finished_at, row.error = JobState.FAILED, now, _gave_up(row.attempts)
-                else:
-                    row.state = JobState.CREATED
-                row.worker_id = None
-                row.lease_until = None
+                _give_back(row, now, max_attempts, _gave_up(row.attempts))
             return len(rows)
 
     # --- bookkeeping -----------------------------------------------------------------------------
