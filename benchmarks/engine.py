@@ -174,10 +174,9 @@ def bench_rss(cache: Path, threads: int, lengths: Sequence[int]) -> None:
     table(title, ["frames", "sections", "render s", "peak RSS MiB", f"ratio to {lengths[0]}"], rows)
 
 
-def runners(engine: Engine, sections: int) -> dict[str, Callable[[], int]]:
-    """Our run and diffusers' run of the same video; each returns its frame count."""
-    c, params = engine.components, request(engine.spec.name, frames_of(sections))
-    width, height = params.size
+def pipeline_for(engine: Engine) -> HunyuanVideoFramepackPipeline:
+    """diffusers' FramePack pipeline on the engine's own components (the Euler scheduler it ships with)."""
+    c = engine.components
     pipe = HunyuanVideoFramepackPipeline(
         text_encoder=c.text_encoder, tokenizer=c.tokenizer, transformer=c.transformer, vae=c.vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0, use_dynamic_shifting=True),
@@ -185,6 +184,14 @@ def runners(engine: Engine, sections: int) -> dict[str, Callable[[], int]]:
         feature_extractor=c.feature_extractor,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def runners(engine: Engine, sections: int) -> dict[str, Callable[[], int]]:
+    """Our run and diffusers' run of the same video; each returns its frame count."""
+    params = request(engine.spec.name, frames_of(sections))
+    width, height = params.size
+    pipe = pipeline_for(engine)
     forward = engine.spec.order is SamplingOrder.FORWARD
 
     def ours() -> int:  # chunks are consumed as they come, as the MP4 writer does
@@ -196,7 +203,7 @@ def runners(engine: Engine, sections: int) -> dict[str, Callable[[], int]]:
             height=height, width=width, num_frames=sections * (4 * LWS - 3), latent_window_size=LWS,
             num_inference_steps=params.num_inference_steps, guidance_scale=params.guidance_scale,
             sampling_type="vanilla" if forward else "inverted_anti_drifting",
-            prompt_template={"template": PROMPT_TEMPLATE, "crop_start": template_crop_start(c.tokenizer)},
+            prompt_template={"template": PROMPT_TEMPLATE, "crop_start": template_crop_start(pipe.tokenizer)},
             generator=torch.Generator().manual_seed(SEED), output_type="np",
         ).frames[0])  # fmt: skip
 

@@ -40,11 +40,10 @@ import diffusers
 import numpy as np
 import torch
 import transformers
-from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine import IMAGE, LWS, SEED, table  # noqa: E402  (benchmarks/engine.py: the picture, the table printer)
+from engine import IMAGE, LWS, SEED, pipeline_for, table  # noqa: E402  (benchmarks/engine.py)
 
 from framepack_server.config import get_settings  # noqa: E402
 from framepack_server.engine.acceleration import set_attention  # noqa: E402
@@ -178,18 +177,6 @@ def bench_options(settings, model: str, steps: int, repeats: int, quick: bool, n
     table(title, header, rows, notes)
     for option in options:
         option.frames = None
-
-
-def pipeline_for(engine: Engine) -> HunyuanVideoFramepackPipeline:
-    c = engine.components
-    pipe = HunyuanVideoFramepackPipeline(
-        text_encoder=c.text_encoder, tokenizer=c.tokenizer, transformer=c.transformer, vae=c.vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0, use_dynamic_shifting=True),
-        text_encoder_2=c.text_encoder_2, tokenizer_2=c.tokenizer_2, image_encoder=c.image_encoder,
-        feature_extractor=c.feature_extractor,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def bench_diffusers(settings, steps: int, repeats: int) -> None:
